@@ -1,0 +1,135 @@
+"""Generate `crds/clusternetwork.yaml` from the pydantic models, so the models stay the one source of the schema.
+
+Pydantic's JSON Schema becomes a structural OpenAPI v3 schema: references inlined, optionals unwrapped,
+int-or-string unions marked, titles dropped, and empty defaults added to nested objects so the API server fills in
+their own defaults (`rollout: {}` gets `maxUnavailable: 1` and the rest).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cni_operator.api import v1alpha1 as api
+
+CRD_PATH = Path("crds") / "clusternetwork.yaml"
+
+_DROP = {"title", "discriminator"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return {key: _resolve(value, defs) for key, value in node.items() if key not in _DROP}
+
+
+def _structural(node: Any) -> Any:
+    """Rewrite JSON Schema constructs that CRDs do not accept."""
+    if isinstance(node, list):
+        return [_structural(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _structural(value) for key, value in node.items()}
+    if "anyOf" in node:
+        options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
+        if node.get("x-kubernetes-int-or-string"):
+            pass  # the validations on the node itself say what each type may hold
+        elif len(options) == 1:
+            node = {**options[0], **node}
+        else:
+            raise ValueError(f"cannot express union {options} in a structural schema")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if node.get("default", "x") is None:
+        del node["default"]
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        node.pop("additionalProperties", None)
+        node["type"] = "object"
+    elif node.get("additionalProperties") is False or "properties" in node:
+        node.pop("additionalProperties", None)
+    if node.get("type") == "object" and "properties" in node:
+        required = set(node.get("required", []))
+        for name, prop in node["properties"].items():
+            if name not in required and prop.get("type") == "object" and "default" not in prop and "properties" in prop:
+                prop["default"] = {}
+    return node
+
+
+def openapi_schema() -> dict[str, Any]:
+    raw = api.ClusterNetwork.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema: dict[str, Any] = _structural(_resolve(raw, defs))
+    props = schema["properties"]
+    props["metadata"] = {"type": "object"}
+    props["apiVersion"] = {"type": "string", "description": "cni-operator.dev/v1alpha1"}
+    props["kind"] = {"type": "string", "description": "ClusterNetwork"}
+    props["spec"].setdefault("x-kubernetes-validations", []).extend(api.SPEC_RULES["x-kubernetes-validations"])
+    status = props["status"]
+    conditions = status["properties"]["conditions"]
+    conditions.update({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
+    conditions["items"]["required"] = ["type", "status", "reason", "lastTransitionTime"]
+    schema["required"] = ["spec"]
+    schema["description"] = (
+        "ClusterNetwork declares the cluster's CNI plugin, its release and settings; cni-operator renders, rolls out "
+        "and upgrades it. One per cluster."
+    )
+    return schema
+
+
+def custom_resource_definition() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{api.PLURAL}.{api.GROUP}",
+            "labels": {"app.kubernetes.io/name": "cni-operator", "app.kubernetes.io/component": "crd"},
+        },
+        "spec": {
+            "group": api.GROUP,
+            "scope": "Cluster",
+            "names": {
+                "kind": api.KIND,
+                "listKind": f"{api.KIND}List",
+                "plural": api.PLURAL,
+                "singular": api.KIND.lower(),
+                "shortNames": ["cnet"],
+                "categories": ["cni-operator"],
+            },
+            "versions": [
+                {
+                    "name": api.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin"},
+                        {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Updated",
+                            "type": "integer",
+                            "jsonPath": ".status.nodes.updated",
+                            "description": "nodes on the target revision",
+                        },
+                        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": openapi_schema()},
+                }
+            ],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    header = "# Generated from cni_operator.api by 'cni-operator crd'; do not edit by hand.\n"
+    return header + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=120)

@@ -1,0 +1,282 @@
+"""ClusterNetwork v1alpha1: the one source of the CRD schema (`crds/clusternetwork.yaml` is generated from here).
+
+Descriptions become the `kubectl explain` text; `x-kubernetes-validations` carry the CEL rules the OpenAPI schema
+cannot say. Rules that need the catalog (plugin features, versions, plugin settings) run in `plan.validate`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "cni-operator.dev"
+VERSION = "v1alpha1"
+KIND = "ClusterNetwork"
+PLURAL = "clusternetworks"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+
+
+class Plugin(StrEnum):
+    CALICO = "calico"
+    FLANNEL = "flannel"
+    CILIUM = "cilium"
+    WEAVE_NET = "weave-net"
+    REFERENCE = "reference"
+
+
+class Encapsulation(StrEnum):
+    VXLAN = "VXLAN"
+    IPIP = "IPIP"
+    GENEVE = "Geneve"
+    NONE = "None"
+
+
+class Encryption(StrEnum):
+    NONE = "None"
+    WIREGUARD = "WireGuard"
+    IPSEC = "IPsec"
+
+
+class NodeCleanup(StrEnum):
+    KEEP = "Keep"
+    REMOVE = "Remove"
+
+
+Cidr = Annotated[
+    str,
+    Field(
+        max_length=43,
+        description="a CIDR such as 10.244.0.0/16 or fd00:10:244::/56",
+        json_schema_extra=_cel(("isCIDR(self)", "must be a CIDR such as 10.244.0.0/16 or fd00:10:244::/56")),
+    ),
+]
+
+
+class Canary(_Model):
+    """The first wave of a rollout: these nodes move first and must pass the health gate before any other."""
+
+    nodes: int = Field(1, ge=0, le=1000, description="how many nodes the canary wave holds (0 skips the canary)")
+    node_selector: dict[str, str] | None = Field(
+        None, description="label selector choosing the canary nodes instead of the first nodes by name"
+    )
+
+
+class HealthGate(_Model):
+    """What a node must show before the rollout moves on."""
+
+    timeout_seconds: int = Field(
+        300, ge=10, le=86400, description="how long a node may take to become healthy before the rollout fails"
+    )
+    require_datapath_check: bool = Field(
+        True, description="also wait for the node agent's datapath check where an agent runs on the node"
+    )
+
+
+MaxUnavailable = Annotated[
+    int | str,
+    Field(
+        description="nodes a wave may take out at once: a count (1) or a percentage of all nodes ('10%')",
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            **_cel(
+                (
+                    "type(self) == int ? self >= 1 : self.matches('^(100|[1-9][0-9]?)%$')",
+                    "must be a count of at least 1 or a percentage from 1% to 100%",
+                )
+            ),
+        },
+    ),
+]
+
+
+class Rollout(_Model):
+    """How a new revision reaches the nodes: a canary, then waves bounded by maxUnavailable, each health-gated."""
+
+    canary: Canary = Field(default_factory=Canary, description="the first wave")
+    max_unavailable: MaxUnavailable = 1
+    health_gate: HealthGate = Field(default_factory=HealthGate, description="what each node must pass")
+    paused: bool = Field(False, description="stop starting new waves; nodes already moving finish their step")
+    auto_rollback: bool = Field(True, description="move failed and in-flight nodes back to the last good revision")
+    eviction_timeout_seconds: int = Field(
+        600, ge=0, le=86400, description="how long a plugin swap waits for evictions that PodDisruptionBudgets block"
+    )
+
+
+class VersionPolicy(_Model):
+    allow_unsupported: bool = Field(
+        False,
+        description="roll out a release the catalog does not list as supported for this cluster's Kubernetes, "
+        "kubelets or runtimes; skew is still reported",
+    )
+
+
+class Multus(_Model):
+    """Multus layered over the primary plugin, so pods can attach extra networks."""
+
+    enabled: bool = Field(False, description="install Multus as the meta-plugin in front of the primary plugin")
+    version: str | None = Field(None, max_length=32, description="Multus release; empty means the newest supported")
+
+
+Mtu = Annotated[
+    int | Literal["auto"],
+    Field(
+        description="'auto' (the plugin derives it from the node's interface) or a fixed MTU from 1280 to 9000",
+        json_schema_extra={
+            "x-kubernetes-int-or-string": True,
+            **_cel(
+                (
+                    "type(self) == int ? (self >= 1280 && self <= 9000) : self == 'auto'",
+                    "must be 'auto' or a number from 1280 to 9000",
+                )
+            ),
+        },
+    ),
+]
+
+
+class ClusterNetworkSpec(_Model):
+    """Which CNI plugin runs, at which version, with which settings, and how changes roll out."""
+
+    plugin: Plugin = Field(description="the primary CNI plugin")
+    version: str = Field(
+        max_length=32,
+        pattern=r"^v[0-9]+\.[0-9]+\.[0-9]+$",
+        description="the plugin release, as listed by 'cni-operator catalog' (e.g. v3.30.3)",
+    )
+    pod_cidrs: list[Cidr] = Field(
+        alias="podCIDRs",
+        min_length=1,
+        max_length=2,
+        description="pod address ranges: one IPv4, one IPv6, or one of each for dual-stack",
+        json_schema_extra=_cel(
+            (
+                "size(self) < 2 || cidr(self[0]).ip().family() != cidr(self[1]).ip().family()",
+                "two podCIDRs must be one IPv4 and one IPv6 range (dual-stack)",
+            )
+        ),
+    )
+    mtu: Mtu = "auto"
+    encapsulation: Encapsulation | None = Field(
+        None, description="how pod traffic crosses nodes; empty means the plugin's default"
+    )
+    encryption: Encryption = Field(Encryption.NONE, description="encryption of pod traffic between nodes")
+    network_policy: bool = Field(True, description="enforce NetworkPolicy objects (needs a plugin that can)")
+    multus: Multus = Field(default_factory=Multus, description="Multus over the primary plugin")
+    settings: dict[str, Any] = Field(
+        default_factory=dict,
+        description="plugin-specific settings, validated against the plugin release's own schema in the catalog",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    rollout: Rollout = Field(default_factory=Rollout, description="how changes reach the nodes")
+    version_policy: VersionPolicy = Field(
+        default_factory=VersionPolicy, description="what to do with unsupported releases"
+    )
+    node_cleanup: NodeCleanup = Field(
+        NodeCleanup.KEEP,
+        description="when this ClusterNetwork is deleted: Keep leaves the running network on the nodes, "
+        "Remove deletes the plugin's workloads and configs too",
+    )
+
+
+SPEC_RULES = _cel(
+    (
+        "self.encryption != 'IPsec' || self.plugin == 'cilium'",
+        "encryption IPsec needs plugin cilium; use WireGuard with calico or cilium, or None",
+    ),
+    (
+        "!has(self.encapsulation) || self.encapsulation != 'IPIP' || self.plugin == 'calico'",
+        "encapsulation IPIP is only offered by calico; use VXLAN with the other plugins",
+    ),
+    (
+        "self.plugin != 'flannel' || !self.networkPolicy",
+        "flannel does not enforce NetworkPolicy: set networkPolicy: false, or choose calico, cilium or weave-net",
+    ),
+    (
+        "self.plugin != 'reference' || !self.networkPolicy",
+        "the reference plugins do not enforce NetworkPolicy: set networkPolicy: false, or choose calico, "
+        "cilium or weave-net",
+    ),
+)
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Model):
+    """A kstatus-style condition, as metav1.Condition (Flux and Argo CD health checks read these)."""
+
+    type: str = Field(max_length=316, description="Ready, Progressing, Degraded or VersionSkew")
+    status: ConditionStatus
+    reason: str = Field(max_length=1024, description="CamelCase reason")
+    message: str = Field("", max_length=32768, description="what happened and what to do")
+    last_transition_time: str = Field(description="when status last changed (RFC 3339)")
+    observed_generation: int = Field(0, ge=0, description="the spec generation this condition describes")
+
+
+class WaveProgress(_Model):
+    index: int = Field(ge=0, description="0 is the canary")
+    nodes: list[str] = Field(default_factory=list, description="nodes in this wave")
+    state: Literal["Pending", "InProgress", "Succeeded", "Failed", "RolledBack"] = "Pending"
+
+
+class FailedNode(_Model):
+    name: str
+    reason: str = Field(description="CamelCase reason, e.g. HealthGateTimeout, CrashLoopBackOff, EvictionBlocked")
+    message: str = Field("", description="details and the next step")
+
+
+class RevisionRecord(_Model):
+    revision: str
+    plugin: Plugin
+    version: str
+    created: str = Field(description="when the operator first rendered this revision (RFC 3339)")
+
+
+class NodeCounts(_Model):
+    total: int = Field(0, ge=0)
+    updated: int = Field(0, ge=0, description="nodes on the target revision")
+    ready: int = Field(0, ge=0, description="nodes on the target revision that passed the health gate")
+
+
+class SkewFinding(_Model):
+    kind: str = Field(description="what does not fit, e.g. KubernetesVersion, KubeletVersion, ContainerRuntime")
+    message: str
+    nodes: list[str] = Field(default_factory=list, description="nodes concerned (empty for cluster-wide findings)")
+
+
+class ClusterNetworkStatus(_Model):
+    """What the operator observed and did; never written by users."""
+
+    observed_generation: int = Field(0, ge=0)
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Paused", "Failed", "Inactive"] = "Pending"
+    conditions: list[Condition] = Field(default_factory=list)
+    current_revision: str = Field("", description="the revision every node ran before the rollout in progress")
+    target_revision: str = Field("", description="the revision the spec renders")
+    nodes: NodeCounts = Field(default_factory=NodeCounts)
+    waves: list[WaveProgress] = Field(default_factory=list, description="progress of the rollout in progress")
+    failed_nodes: list[FailedNode] = Field(default_factory=list)
+    revision_history: list[RevisionRecord] = Field(default_factory=list, max_length=20)
+    skew: list[SkewFinding] = Field(default_factory=list)
+    message: str = Field("", description="one line for humans: what is happening and what to do")
+
+
+class ClusterNetwork(_Model):
+    api_version: Literal["cni-operator.dev/v1alpha1"] = "cni-operator.dev/v1alpha1"
+    kind: Literal["ClusterNetwork"] = "ClusterNetwork"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: ClusterNetworkSpec
+    status: ClusterNetworkStatus | None = None

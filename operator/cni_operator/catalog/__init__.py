@@ -1,0 +1,1 @@
+"""catalog layer (see ../shared/DESIGN.md)."""

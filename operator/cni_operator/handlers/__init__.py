@@ -1,0 +1,1 @@
+"""handlers layer (see ../shared/DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""status layer (see ../shared/DESIGN.md)."""
