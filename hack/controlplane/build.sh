@@ -8,7 +8,7 @@ cache=${CNI_OPERATOR_CACHE:-$HOME/.cache/cni-operator}
 kube_version=$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$here/go.mod")
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)
 bin="$cache/controlplane/$key/bin"
-tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl)
 
 complete() { for t in "${tools[@]}"; do [ -x "$bin/$t" ] || return 1; done; }
 if complete; then echo "$bin"; exit 0; fi
@@ -27,6 +27,7 @@ declare -A source=(
   [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
   [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
   [kwok]=sigs.k8s.io/kwok/cmd/kwok
+  [kubectl]=k8s.io/kubernetes/cmd/kubectl
 )
 n=0
 for t in "${tools[@]}"; do

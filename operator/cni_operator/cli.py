@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -12,7 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay whole lines: CI logs get grepped
 # Wide tables when piped (CI logs, files) instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
 
@@ -56,11 +57,165 @@ def _parser() -> argparse.ArgumentParser:
         if name == "up":
             _add_node_arguments(sub)
 
+    run = commands.add_parser("run", help="run the operator (out of cluster with a kubeconfig, or in cluster)")
+    run.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: $KUBECONFIG, or in-cluster)")
+    run.add_argument(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "kube-system"),
+        help="namespace of the leader-election Lease (default: $POD_NAMESPACE or kube-system)",
+    )
+    run.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port (0 disables)")
+    run.add_argument("--liveness-port", type=int, default=None, help="serve /healthz on this port")
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.set_defaults(handler=_run)
+
+    render = commands.add_parser("render", help="print the manifests a ClusterNetwork renders to, as YAML")
+    render.add_argument("-f", "--filename", type=Path, required=True, help="ClusterNetwork YAML ('-' for stdin)")
+    render.add_argument(
+        "--kubernetes-version", default=None, help="target Kubernetes version (default: newest the release supports)"
+    )
+    render.set_defaults(handler=_render)
+
+    validate = commands.add_parser("validate", help="check ClusterNetwork files offline (for CI in GitOps repos)")
+    validate.add_argument("-f", "--filename", type=Path, required=True, nargs="+", help="YAML files ('-' for stdin)")
+    validate.set_defaults(handler=_validate)
+
+    crd = commands.add_parser("crd", help="print the ClusterNetwork CRD generated from the API models")
+    crd.add_argument("--write", type=Path, default=None, help="write it to this file instead")
+    crd.set_defaults(handler=_crd)
+
+    catalog = commands.add_parser("catalog", help="list the plugin releases the operator knows")
+    catalog.set_defaults(handler=_catalog)
+
     demo = commands.add_parser("demo", help="bring up a sandbox and show the operator at work")
     _add_node_arguments(demo, default_nodes=3)
     demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from cni_operator.operator_main import run
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(
+        kubeconfig=args.kubeconfig,
+        lease_namespace=args.lease_namespace,
+        metrics_port=args.metrics_port,
+        liveness_port=args.liveness_port,
+    )
+
+
+def _read_documents(path: Path) -> list[Any]:
+    import yaml
+
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        return [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except OSError as err:
+        raise UserFacingError(f"{path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise UserFacingError(f"{path}: not valid YAML: {err}") from err
+
+
+def _cluster_networks(path: Path) -> list[tuple[str, Any]]:
+    """(where, spec) for each ClusterNetwork document in a file; other kinds are ignored, as in a GitOps repo."""
+    from cni_operator.api.v1alpha1 import API_VERSION, KIND
+
+    found = []
+    for index, doc in enumerate(_read_documents(path)):
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            continue
+        name = (doc.get("metadata") or {}).get("name") or f"document {index + 1}"
+        where = f"{path}: ClusterNetwork {name}"
+        if doc.get("apiVersion") != API_VERSION:
+            raise UserFacingError(f"{where}: apiVersion must be {API_VERSION}, not {doc.get('apiVersion')!r}")
+        found.append((where, doc.get("spec")))
+    return found
+
+
+def _render(args: argparse.Namespace) -> int:
+    import yaml
+
+    from cni_operator.catalog.loader import default_catalog
+    from cni_operator.plan.validate import SpecError, validate
+    from cni_operator.render.engine import Renderer
+
+    catalog = default_catalog()
+    networks = _cluster_networks(args.filename)
+    if len(networks) != 1:
+        raise UserFacingError(f"{args.filename}: expected one ClusterNetwork, found {len(networks)}")
+    where, spec = networks[0]
+    try:
+        validated = validate(spec, catalog)
+    except SpecError as err:
+        raise UserFacingError(f"{where} is invalid:\n{err}") from err
+    version = args.kubernetes_version or f"v{validated.release.compatibility.kubernetes[-1]}.0"
+    rendering = Renderer(catalog).render(validated, kubernetes_version=version)
+    out.print(f"# revision {rendering.revision} of {validated.release.key} for Kubernetes {version}", soft_wrap=True)
+    sys.stdout.flush()
+    yaml.safe_dump_all(rendering.objects, sys.stdout, sort_keys=False, width=120, explicit_start=True)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from cni_operator.catalog.loader import default_catalog
+    from cni_operator.plan.validate import SpecError, validate
+
+    catalog = default_catalog()
+    failures = 0
+    for path in args.filename:
+        networks = _cluster_networks(path)
+        if not networks:
+            console.print(f"[yellow]{path}: no ClusterNetwork found[/]")
+        for where, spec in networks:
+            try:
+                validate(spec, catalog)
+            except SpecError as err:
+                failures += 1
+                console.print(f"[red]{where} is invalid[/]")
+                for problem in err.problems:
+                    console.print(f"  {problem}", soft_wrap=True, highlight=False)
+            else:
+                console.print(f"[green]{where}: valid[/]")
+    return 1 if failures else 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from cni_operator.api.crd import render_crd_yaml
+
+    text = render_crd_yaml()
+    if args.write:
+        args.write.write_text(text)
+        console.print(f"wrote {args.write}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _catalog(args: argparse.Namespace) -> int:
+    from cni_operator.catalog.loader import default_catalog
+
+    table = Table(title="plugin releases")
+    for column in ("plugin", "release", "Kubernetes", "status", "upgrades from"):
+        table.add_column(column)
+    catalog = default_catalog()
+    for plugin in catalog.plugins():
+        for release in catalog.releases_of(plugin):
+            kube = release.compatibility.kubernetes
+            table.add_row(
+                plugin,
+                release.version,
+                f"{kube[0]}-{kube[-1]}",
+                release.status.value,
+                ", ".join(release.upgrade_from) or "-",
+            )
+    out.print(table)
+    return 0
 
 
 def _add_node_arguments(parser: argparse.ArgumentParser, default_nodes: int = 3) -> None:
@@ -172,21 +327,21 @@ def _print_nodes(kubeconfig: Path) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from cni_operator.demo import run_demo
+
     if args.keep:
         from cni_operator.sandbox import default_state_dir
 
         box = _start_sandbox(args, default_state_dir(), detached=True)
-        _print_nodes(box.kubeconfig)
-        console.print(f"left running: export KUBECONFIG={box.kubeconfig}; stop with 'cni-operator sandbox down'")
-        return 0
+        return run_demo(box, console, detached=True)
     with tempfile.TemporaryDirectory(prefix="cni-operator-demo-") as tmp:
         box = _start_sandbox(args, Path(tmp), detached=False)
         try:
-            _print_nodes(box.kubeconfig)
+            code = run_demo(box, console, detached=False)
         finally:
             box.stop()
-    console.print("[green]demo finished[/]; the sandbox is stopped ('--keep' leaves it running)")
-    return 0
+    console.print("[green]demo finished[/]; everything it started is stopped ('--keep' leaves it running)")
+    return code
 
 
 if __name__ == "__main__":

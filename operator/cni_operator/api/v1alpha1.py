@@ -23,8 +23,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
 
-def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": rule, "message": message} for rule, message in rules]}
+def _cel(*rules: tuple[str, ...]) -> dict[str, Any]:
+    """CEL rules as (rule, message) or (rule, message, fieldPath) so errors name the field they are about."""
+    return {
+        "x-kubernetes-validations": [
+            {"rule": rule[0], "message": rule[1], **({"fieldPath": rule[2]} if len(rule) > 2 else {})} for rule in rules
+        ]
+    }
 
 
 class Plugin(StrEnum):
@@ -172,6 +177,7 @@ class ClusterNetworkSpec(_Model):
     )
     encryption: Encryption = Field(Encryption.NONE, description="encryption of pod traffic between nodes")
     network_policy: bool = Field(True, description="enforce NetworkPolicy objects (needs a plugin that can)")
+    bgp: bool = Field(False, description="advertise pod routes to the network's routers over BGP (calico, cilium)")
     multus: Multus = Field(default_factory=Multus, description="Multus over the primary plugin")
     settings: dict[str, Any] = Field(
         default_factory=dict,
@@ -191,21 +197,30 @@ class ClusterNetworkSpec(_Model):
 
 SPEC_RULES = _cel(
     (
+        "!self.bgp || self.plugin in ['calico', 'cilium']",
+        "bgp needs plugin calico or cilium; set bgp: false for the others",
+        ".bgp",
+    ),
+    (
         "self.encryption != 'IPsec' || self.plugin == 'cilium'",
         "encryption IPsec needs plugin cilium; use WireGuard with calico or cilium, or None",
+        ".encryption",
     ),
     (
         "!has(self.encapsulation) || self.encapsulation != 'IPIP' || self.plugin == 'calico'",
         "encapsulation IPIP is only offered by calico; use VXLAN with the other plugins",
+        ".encapsulation",
     ),
     (
         "self.plugin != 'flannel' || !self.networkPolicy",
         "flannel does not enforce NetworkPolicy: set networkPolicy: false, or choose calico, cilium or weave-net",
+        ".networkPolicy",
     ),
     (
         "self.plugin != 'reference' || !self.networkPolicy",
         "the reference plugins do not enforce NetworkPolicy: set networkPolicy: false, or choose calico, "
         "cilium or weave-net",
+        ".networkPolicy",
     ),
 )
 
@@ -220,7 +235,7 @@ class Condition(_Model):
     """A kstatus-style condition, as metav1.Condition (Flux and Argo CD health checks read these)."""
 
     type: str = Field(max_length=316, description="Ready, Progressing, Degraded or VersionSkew")
-    status: ConditionStatus
+    status: ConditionStatus = Field(description="True, False or Unknown")
     reason: str = Field(max_length=1024, description="CamelCase reason")
     message: str = Field("", max_length=32768, description="what happened and what to do")
     last_transition_time: str = Field(description="when status last changed (RFC 3339)")
@@ -230,47 +245,55 @@ class Condition(_Model):
 class WaveProgress(_Model):
     index: int = Field(ge=0, description="0 is the canary")
     nodes: list[str] = Field(default_factory=list, description="nodes in this wave")
-    state: Literal["Pending", "InProgress", "Succeeded", "Failed", "RolledBack"] = "Pending"
+    state: Literal["Pending", "InProgress", "Succeeded", "Failed", "RolledBack"] = Field(
+        "Pending", description="where this wave is"
+    )
 
 
 class FailedNode(_Model):
-    name: str
+    name: str = Field(description="the node")
     reason: str = Field(description="CamelCase reason, e.g. HealthGateTimeout, CrashLoopBackOff, EvictionBlocked")
     message: str = Field("", description="details and the next step")
 
 
 class RevisionRecord(_Model):
-    revision: str
-    plugin: Plugin
-    version: str
+    revision: str = Field(description="hash of plugin, release and rendered node configuration")
+    plugin: Plugin = Field(description="the primary plugin of this revision")
+    version: str = Field(description="its release")
     created: str = Field(description="when the operator first rendered this revision (RFC 3339)")
 
 
 class NodeCounts(_Model):
-    total: int = Field(0, ge=0)
+    total: int = Field(0, ge=0, description="nodes in the cluster")
     updated: int = Field(0, ge=0, description="nodes on the target revision")
     ready: int = Field(0, ge=0, description="nodes on the target revision that passed the health gate")
 
 
 class SkewFinding(_Model):
     kind: str = Field(description="what does not fit, e.g. KubernetesVersion, KubeletVersion, ContainerRuntime")
-    message: str
+    message: str = Field(description="what does not fit and what to do")
     nodes: list[str] = Field(default_factory=list, description="nodes concerned (empty for cluster-wide findings)")
 
 
 class ClusterNetworkStatus(_Model):
     """What the operator observed and did; never written by users."""
 
-    observed_generation: int = Field(0, ge=0)
-    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Paused", "Failed", "Inactive"] = "Pending"
-    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int = Field(0, ge=0, description="the spec generation the operator last acted on")
+    phase: Literal["Pending", "Progressing", "Ready", "Degraded", "Paused", "Failed", "Inactive"] = Field(
+        "Pending", description="one word summary; the conditions hold the details"
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Ready, Progressing, Degraded and VersionSkew (kstatus conventions)"
+    )
     current_revision: str = Field("", description="the revision every node ran before the rollout in progress")
     target_revision: str = Field("", description="the revision the spec renders")
-    nodes: NodeCounts = Field(default_factory=NodeCounts)
+    nodes: NodeCounts = Field(default_factory=NodeCounts, description="rollout progress in nodes")
     waves: list[WaveProgress] = Field(default_factory=list, description="progress of the rollout in progress")
-    failed_nodes: list[FailedNode] = Field(default_factory=list)
-    revision_history: list[RevisionRecord] = Field(default_factory=list, max_length=20)
-    skew: list[SkewFinding] = Field(default_factory=list)
+    failed_nodes: list[FailedNode] = Field(default_factory=list, description="nodes that failed the rollout, and why")
+    revision_history: list[RevisionRecord] = Field(
+        default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"
+    )
+    skew: list[SkewFinding] = Field(default_factory=list, description="version-skew findings for this cluster")
     message: str = Field("", description="one line for humans: what is happening and what to do")
 
 

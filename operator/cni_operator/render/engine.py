@@ -8,7 +8,9 @@ where the template put it. Text is joined inside the expression: `{{ "calico-nod
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable
@@ -24,6 +26,7 @@ from cni_operator.api.v1alpha1 import ClusterNetworkSpec
 from cni_operator.catalog.loader import Catalog, data_root
 from cni_operator.catalog.model import ComponentScope, PluginRelease
 from cni_operator.catalog.versions import minor_of, parse_version
+from cni_operator.plan.validate import ValidatedSpec, validate
 from cni_operator.render import labels as L
 
 REFERENCE_BINARIES = frozenset(
@@ -72,11 +75,16 @@ class Rendering:
         return str(obj["metadata"]["labels"][L.COMPONENT])
 
 
+# Characters YAML may not carry literally (non-printable, or line breaks to YAML); JSON leaves them raw.
+_NOT_YAML_PRINTABLE = re.compile("[\x7f-\x9f\u2028\u2029\ufffe\uffff]")
+
+
 def _json_value(value: Any) -> str:
-    """Jinja `finalize`: every expression is written as one JSON value."""
+    """Jinja `finalize`: every expression is written as one JSON value (which is also a YAML flow value)."""
     if isinstance(value, jinja2.Undefined):  # StrictUndefined raises before this
         raise RenderError("undefined value in template")
-    return json.dumps(value, sort_keys=False, ensure_ascii=False)
+    text = json.dumps(value, sort_keys=False, ensure_ascii=False)
+    return _NOT_YAML_PRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _version_at_least(version: str, minimum: str) -> bool:
@@ -118,30 +126,23 @@ class Renderer:
 
     def render(
         self,
-        spec: ClusterNetworkSpec,
+        spec: ValidatedSpec | ClusterNetworkSpec,
         *,
         kubernetes_version: str,
-        settings: dict[str, Any] | None = None,
         adopt_unlabelled_nodes: bool = True,
     ) -> Rendering:
-        """Render the revision `spec` describes. `settings` are the validated, defaulted plugin settings
-        (plan.validate makes them); `adopt_unlabelled_nodes` lets this revision's node workloads run on nodes that
-        carry no revision label yet (true for the target revision, so new nodes never wait for the operator)."""
-        release = self.catalog.get(spec.plugin.value, spec.version)
-        overlays = (
-            (
-                self.catalog.latest("multus")
-                if spec.multus.version is None
-                else self.catalog.get("multus", spec.multus.version),
-            )
-            if spec.multus.enabled
-            else ()
-        )
-        spec_data = canonical_spec(spec)
+        """Render the revision a spec describes (validated first unless it already is; SpecError if invalid).
+        `adopt_unlabelled_nodes` lets this revision's node workloads run on nodes that carry no revision label
+        yet: true for the target revision, so that new nodes never wait for the operator."""
+        validated = spec if isinstance(spec, ValidatedSpec) else validate(spec, self.catalog)
+        release, overlays = validated.release, validated.overlays
+        spec_data = canonical_spec(validated.spec)
+        families = {f"ipv{ipaddress.ip_network(c).version}": c for c in validated.spec.pod_cidrs}
         base = {
             "spec": spec_data,
+            "podNetworks": {"ipv4": families.get("ipv4"), "ipv6": families.get("ipv6")},
             "release": release.model_dump(by_alias=True, mode="json"),
-            "settings": {**release.defaults, **(settings if settings is not None else spec.settings)},
+            "settings": validated.settings,
             "cluster": {"kubernetesVersion": kubernetes_version, "kubernetesMinor": minor_of(kubernetes_version)},
             "labels": {"revision": L.REVISION, "component": L.COMPONENT},
         }
@@ -168,8 +169,11 @@ class Renderer:
     def _conflist(self, release: PluginRelease, context: dict[str, Any]) -> dict[str, Any]:
         folder = self.templates / release.plugin
         text = self._render_text(folder, "conflist.yaml.j2", context)
-        conflist = yaml.safe_load(text)
         where = f"templates/{release.plugin}/conflist.yaml.j2"
+        try:
+            conflist = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise RenderError(f"{where}: does not render valid YAML: {err}") from err
         if not isinstance(conflist, dict):
             raise RenderError(f"{where}: must render a mapping, got {type(conflist).__name__}")
         if conflist.get("cniVersion") != release.cni.cni_version:
@@ -269,7 +273,7 @@ def _bind_to_revision(daemonset: dict[str, Any], revision: str, adopt_unlabelled
     existing = required.get("nodeSelectorTerms") or [{}]
     # Terms are ORed and expressions inside a term ANDed: keep the template's own terms, each with one alternative.
     terms = [
-        {**term, "matchExpressions": [*term.get("matchExpressions", []), alternative]}
+        copy.deepcopy({**term, "matchExpressions": [*term.get("matchExpressions", []), alternative]})
         for alternative in alternatives
         for term in existing
     ]

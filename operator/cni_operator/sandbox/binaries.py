@@ -9,7 +9,7 @@ from pathlib import Path
 
 from cni_operator.sandbox.errors import SandboxError
 
-TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
 _REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = _REPO_ROOT / "hack" / "controlplane" / "build.sh"
 

@@ -11,6 +11,7 @@ import contextlib
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -78,6 +79,7 @@ class Sandbox:
         self.log_dir = self.dir / "logs"
         self.kubeconfig = self.dir / "kubeconfig"
         self.ports: dict[str, int] = {}
+        self.bin_dir = Path()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -93,9 +95,11 @@ class Sandbox:
         """Start every component, wait until all are healthy, create the fake nodes and wait until they are Ready."""
         if (self.dir / STATE_FILE).exists() and running_pids(self.dir):
             raise SandboxError(f"a sandbox is already running in {self.dir}: run 'cni-operator sandbox down' first")
-        bin_dir = control_plane_bin_dir(quiet=self.config.quiet_build)
+        bin_dir = self.bin_dir = control_plane_bin_dir(quiet=self.config.quiet_build)
+        # Every start is a fresh cluster: no objects, keys or logs of an earlier sandbox in this folder survive.
         for sub in (self.pki_dir, self.log_dir, self.dir / "etcd"):
-            sub.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(sub, ignore_errors=True)
+            sub.mkdir(parents=True)
         try:
             self._start_all(bin_dir)
             create_nodes(self.api_client(), self.config.nodes)
@@ -397,7 +401,8 @@ def _alive(pid: int) -> bool:
 
 def stop_pids(pids: dict[str, int], timeout: float = 10.0) -> None:
     """SIGTERM each process group, newest component first; SIGKILL what is still alive after `timeout`."""
-    order = [name for name in reversed(_START_ORDER) if name in pids]
+    extras = [name for name in pids if name not in _START_ORDER]  # e.g. an operator the demo started
+    order = extras + [name for name in reversed(_START_ORDER) if name in pids]
     for name in order:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pids[name], signal.SIGTERM)

@@ -1,0 +1,34 @@
+"""Prometheus metrics of the operator (served on --metrics-port)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("cni_operator_reconciles_total", "Reconciles of ClusterNetworks", ["clusternetwork", "phase"])
+RECONCILE_ERRORS = Counter(
+    "cni_operator_reconcile_errors_total", "Reconciles that raised an error", ["clusternetwork", "error"]
+)
+RECONCILE_SECONDS = Histogram("cni_operator_reconcile_duration_seconds", "Time one reconcile takes")
+NODES = Gauge("cni_operator_nodes", "Nodes by rollout state of the target revision", ["clusternetwork", "state"])
+NODES_PER_REVISION = Gauge(
+    "cni_operator_nodes_per_revision", "Nodes labelled with each revision", ["clusternetwork", "revision"]
+)
+ROLLOUT_PROGRESS = Gauge(
+    "cni_operator_rollout_progress_ratio", "Share of nodes ready on the target revision (0 to 1)", ["clusternetwork"]
+)
+CONDITION = Gauge(
+    "cni_operator_condition", "1 when the condition is True, 0 otherwise", ["clusternetwork", "condition"]
+)
+
+
+def record(name: str, status: dict[str, object]) -> None:
+    """Publish what one reconcile wrote to status."""
+    nodes = status.get("nodes") or {}
+    assert isinstance(nodes, dict)
+    for state in ("total", "updated", "ready"):
+        NODES.labels(name, state).set(float(nodes.get(state, 0)))
+    total = float(nodes.get("total", 0))
+    ROLLOUT_PROGRESS.labels(name).set(float(nodes.get("ready", 0)) / total if total else 0.0)
+    for condition in status.get("conditions") or []:  # type: ignore[attr-defined]
+        CONDITION.labels(name, condition["type"]).set(1.0 if condition["status"] == "True" else 0.0)
+    RECONCILES.labels(name, str(status.get("phase", ""))).inc()

@@ -1,0 +1,72 @@
+"""`cni-operator run`: leader election, metrics, the reconcile worker, then kopf."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+
+import kopf
+from prometheus_client import start_http_server
+
+from cni_operator.catalog.loader import default_catalog
+from cni_operator.kube.client import api_client
+from cni_operator.kube.leader import LeaseLock
+from cni_operator.kube.reconcile import Reconciler
+
+log = logging.getLogger(__name__)
+
+
+def run(
+    *,
+    kubeconfig: str | None,
+    lease_namespace: str,
+    metrics_port: int,
+    liveness_port: int | None = None,
+    identity: str | None = None,
+    stop: threading.Event | None = None,
+) -> int:
+    """Run until stopped (Ctrl-C, SIGTERM, `stop`) or until leadership is lost (exit code 1)."""
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's own login reads it
+    stop = stop or threading.Event()
+    client = api_client(kubeconfig)
+    if metrics_port:
+        start_http_server(metrics_port, addr="0.0.0.0")  # noqa: S104 (scraped from other pods)
+    identity = identity or f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    lease = LeaseLock(client, identity, namespace=lease_namespace)
+    log.info("waiting for leadership as %s", identity)
+    if not lease.acquire(stop):
+        return 0
+
+    from cni_operator.handlers import clusternetwork  # registers the handlers with kopf
+
+    queue = clusternetwork.install(Reconciler(client, default_catalog()))
+    kopf_stop = threading.Event()
+    renewer = threading.Thread(target=lease.keep_renewing, args=(kopf_stop,), name="lease", daemon=True)
+    renewer.start()
+    watchdog = threading.Thread(target=_stop_when, args=((stop, lease.lost), kopf_stop), daemon=True)
+    watchdog.start()
+    try:
+        kopf.run(
+            clusterwide=True,
+            standalone=True,
+            stop_flag=kopf_stop,
+            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
+        )
+    finally:
+        kopf_stop.set()
+        queue.stop()
+        if not lease.lost.is_set():
+            lease.release()
+    return 1 if lease.lost.is_set() else 0
+
+
+def _stop_when(triggers: tuple[threading.Event, ...], target: threading.Event) -> None:
+    while not target.is_set():
+        if any(t.is_set() for t in triggers):
+            target.set()
+            return
+        target.wait(0.2)

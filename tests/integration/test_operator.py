@@ -1,0 +1,260 @@
+"""`cni-operator run` against the sandbox: create, update, drift repair, delete, one network per cluster, restarts."""
+
+from __future__ import annotations
+
+import copy
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client
+from tests.integration.conftest import OperatorProcess
+
+from cni_operator.kube.inventory import OWNER
+
+pytestmark = pytest.mark.cluster
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "cni-operator.dev", "v1alpha1", "clusternetworks"
+
+
+def eventually(fetch: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60.0, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if ok(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what or 'condition'} not met within {timeout}s; last value: {value!r}"[:3000])
+        time.sleep(0.3)
+
+
+class Networks:
+    """Create ClusterNetworks and read them back; deletes what it created (with nodeCleanup Remove) afterwards."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
+        self.apps: Any = client.AppsV1Api(api_client)
+        self.rbac: Any = client.RbacAuthorizationV1Api(api_client)
+        self.created: list[str] = []
+
+    def create(self, name: str, example: str = "flannel", **spec_changes: Any) -> dict[str, Any]:
+        body = yaml.safe_load((REPO / "examples" / f"{example}.yaml").read_text())
+        body["metadata"] = {"name": name}
+        body["spec"].update(spec_changes)
+        self.created.append(name)
+        return dict(self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": spec})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        status = self.get(name).get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+    def wait_ready(self, name: str, timeout: float = 90.0) -> dict[str, Any]:
+        return eventually(
+            lambda: self.get(name),
+            lambda cn: (
+                (cn.get("status") or {}).get("phase") == "Ready"
+                and cn["status"].get("observedGeneration") == cn["metadata"]["generation"]
+            ),
+            timeout,
+            f"ClusterNetwork {name} Ready",
+        )
+
+    def owned_daemonsets(self, name: str) -> list[Any]:
+        return list(self.apps.list_daemon_set_for_all_namespaces(label_selector=f"{OWNER}={name}").items)
+
+    def events(self, name: str) -> list[Any]:
+        return [
+            e
+            for e in self.core.list_namespaced_event("default").items
+            if e.involved_object.kind == "ClusterNetwork" and e.involved_object.name == name
+        ]
+
+    def delete(self, name: str, wait: bool = True) -> None:
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        if wait:
+            eventually(lambda: self._exists(name), lambda exists: not exists, 60, f"{name} deleted")
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+
+@pytest.fixture
+def networks(api_client: Any, operator: OperatorProcess) -> Iterator[Networks]:
+    nets = Networks(api_client)
+    yield nets
+    for name in nets.created:
+        if nets._exists(name):
+            nets.patch_spec(name, {"nodeCleanup": "Remove"})
+            nets.delete(name)
+
+
+def test_create_renders_applies_and_reports_ready(networks: Networks) -> None:
+    networks.create("create")
+    cn = networks.wait_ready("create")
+    status = cn["status"]
+    nodes = len(networks.core.list_node().items)
+    assert status["nodes"] == {"total": nodes, "updated": nodes, "ready": nodes}
+    assert status["targetRevision"] == status["currentRevision"]
+    ready = networks.condition("create", "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "RolloutComplete"
+    assert networks.condition("create", "Degraded")["status"] == "False"
+    daemonsets = networks.owned_daemonsets("create")
+    assert [ds.metadata.name.endswith(status["targetRevision"]) for ds in daemonsets] == [True]
+    assert daemonsets[0].metadata.labels["cni-operator.dev/plugin"] == "flannel"
+    reasons = {e.reason for e in networks.events("create")}
+    assert {"Rendering", "Applied", "Ready"} <= reasons
+
+
+def test_update_rolls_a_new_revision_and_prunes_the_old(networks: Networks) -> None:
+    networks.create("update")
+    first = networks.wait_ready("update")["status"]["targetRevision"]
+    networks.patch_spec("update", {"mtu": 1400})
+    second = eventually(
+        lambda: networks.get("update"),
+        lambda cn: cn["status"].get("targetRevision") not in (None, first) and cn["status"]["phase"] == "Ready",
+        what="new revision Ready",
+    )["status"]
+    names = eventually(
+        lambda: [ds.metadata.name for ds in networks.owned_daemonsets("update")],
+        lambda names: len(names) == 1,
+        what="old DaemonSet pruned",
+    )
+    assert names[0].endswith(second["targetRevision"])
+    assert [h["revision"] for h in second["revisionHistory"]] == [first, second["targetRevision"]]
+    assert "Pruned" in {e.reason for e in networks.events("update")}
+
+
+def test_drift_is_repaired(networks: Networks) -> None:
+    networks.create("drift")
+    networks.wait_ready("drift")
+    ds = networks.owned_daemonsets("drift")[0]
+    networks.apps.delete_namespaced_daemon_set(ds.metadata.name, ds.metadata.namespace)
+    eventually(
+        lambda: [d.metadata.uid for d in networks.owned_daemonsets("drift")],
+        lambda uids: len(uids) == 1 and uids[0] != ds.metadata.uid,
+        what="deleted DaemonSet recreated",
+    )
+    configmaps = networks.core.list_config_map_for_all_namespaces(label_selector=f"{OWNER}=drift").items
+    cm = configmaps[0]
+    original = copy.deepcopy(cm.data)
+    networks.core.patch_namespaced_config_map(
+        cm.metadata.name, cm.metadata.namespace, {"data": {key: "tampered" for key in cm.data}}
+    )
+    eventually(
+        lambda: networks.core.read_namespaced_config_map(cm.metadata.name, cm.metadata.namespace).data,
+        lambda data: data == original,
+        what="edited ConfigMap restored",
+    )
+    role = networks.rbac.list_cluster_role(label_selector=f"{OWNER}=drift").items[0]
+    networks.rbac.delete_cluster_role(role.metadata.name)
+    eventually(
+        lambda: [r.metadata.name for r in networks.rbac.list_cluster_role(label_selector=f"{OWNER}=drift").items],
+        lambda names: role.metadata.name in names,
+        what="deleted ClusterRole recreated",
+    )
+
+
+def test_delete_with_keep_leaves_the_network_running(networks: Networks) -> None:
+    networks.create("keep")
+    networks.wait_ready("keep")
+    names = {ds.metadata.name for ds in networks.owned_daemonsets("keep")}
+    networks.delete("keep")
+    left = networks.apps.list_daemon_set_for_all_namespaces(label_selector="cni-operator.dev/plugin=flannel").items
+    assert names <= {ds.metadata.name for ds in left}, "the plugin's DaemonSet keeps running"
+    assert all(OWNER not in (ds.metadata.labels or {}) for ds in left if ds.metadata.name in names)
+    assert "Kept" in {e.reason for e in networks.events("keep")}
+    for ds in left:  # tidy up for the next tests
+        networks.apps.delete_namespaced_daemon_set(ds.metadata.name, ds.metadata.namespace)
+
+
+def test_delete_with_remove_deletes_what_it_created(networks: Networks) -> None:
+    networks.create("remove", nodeCleanup="Remove")
+    networks.wait_ready("remove")
+    assert networks.owned_daemonsets("remove")
+    networks.delete("remove")
+    assert networks.owned_daemonsets("remove") == []
+    assert networks.rbac.list_cluster_role(label_selector=f"{OWNER}=remove").items == []
+    eventually(
+        lambda: [ns.metadata.name for ns in networks.core.list_namespace().items],
+        lambda names: "kube-flannel" not in names,
+        timeout=90,
+        what="the plugin's namespace removed",
+    )
+
+
+def test_second_clusternetwork_is_inactive_and_changes_nothing(networks: Networks) -> None:
+    networks.create("first")
+    networks.wait_ready("first")
+    networks.create("second", example="calico")
+    degraded = eventually(
+        lambda: networks.condition("second", "Degraded"),
+        lambda c: c.get("status") == "True",
+        what="second ClusterNetwork Degraded",
+    )
+    assert degraded["reason"] == "AnotherClusterNetworkActive"
+    assert "ClusterNetwork first is the cluster's network" in degraded["message"]
+    assert networks.get("second")["status"]["phase"] == "Inactive"
+    assert networks.owned_daemonsets("second") == []
+    assert networks.get("first")["status"]["phase"] == "Ready"
+
+
+def test_restarted_operator_finishes_the_reconcile(networks: Networks, operator: OperatorProcess) -> None:
+    networks.create("restart")
+    time.sleep(0.3)  # the operator is now in the middle of its first reconcile
+    operator.kill()
+    operator.start()
+    cn = networks.wait_ready("restart")
+    assert cn["status"]["nodes"]["ready"] == len(networks.core.list_node().items)
+    assert len(networks.owned_daemonsets("restart")) == 1
+
+
+def test_metrics_report_reconciles_and_nodes(networks: Networks, operator: OperatorProcess) -> None:
+    networks.create("metrics")
+    networks.wait_ready("metrics")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
+    text = eventually(scrape, lambda t: 'cni_operator_reconciles_total{clusternetwork="metrics",phase="Ready"}' in t)
+    nodes = len(networks.core.list_node().items)
+    assert f'cni_operator_nodes{{clusternetwork="metrics",state="ready"}} {float(nodes)}' in text
+    assert 'cni_operator_condition{clusternetwork="metrics",condition="Ready"} 1.0' in text
+
+
+def test_second_replica_waits_for_the_lease(networks: Networks, operator: OperatorProcess, api_client: Any) -> None:
+    coordination: Any = client.CoordinationV1Api(api_client)
+    eventually(operator.logs, lambda logs: "became leader" in logs, what="first replica leads")
+    holder = coordination.read_namespaced_lease("cni-operator", "kube-system").spec.holder_identity
+    assert holder
+    standby = operator.start()
+    eventually(operator.logs, lambda logs: logs.count("waiting for leadership") == 2, what="second replica waits")
+    time.sleep(6)  # longer than a renew period: the standby keeps waiting while the leader renews
+    assert standby.poll() is None
+    assert coordination.read_namespaced_lease("cni-operator", "kube-system").spec.holder_identity == holder
+    assert operator.logs().count("became leader") == 1
+    networks.create("leader")
+    networks.wait_ready("leader")  # the leader still acts
