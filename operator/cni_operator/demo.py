@@ -104,15 +104,18 @@ def _follow(api_client: Any, name: str, console: Console, operator: subprocess.P
     with Progress(*columns, console=console) as progress:
         updated = progress.add_task("nodes on the target revision", total=None)
         ready = progress.add_task("nodes ready", total=None)
-        phase = progress.add_task("phase: Pending", total=None, visible=True)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and operator.poll() is None:
             status = custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL, name).get("status") or {}
             nodes = status.get("nodes") or {}
             total = nodes.get("total") or None
             progress.update(updated, total=total, completed=nodes.get("updated", 0))
-            progress.update(ready, total=total, completed=nodes.get("ready", 0))
-            progress.update(phase, description=f"phase: {status.get('phase', 'Pending')}  {status.get('message', '')}")
+            progress.update(
+                ready,
+                total=total,
+                completed=nodes.get("ready", 0),
+                description=f"nodes ready (phase {status.get('phase', 'Pending')})",
+            )
             if status.get("phase") == "Ready" and status.get("observedGeneration"):
                 break
             time.sleep(0.5)
@@ -129,7 +132,10 @@ def _show_result(api_client: Any, name: str, console: Console) -> None:
         table.add_row(condition["type"], condition["status"], condition["reason"], condition.get("message", ""))
     console.print(table)
     core: Any = client.CoreV1Api(api_client)
-    events = [e for e in core.list_namespaced_event("default").items if e.involved_object.name == name]
+    events = sorted(
+        (e for e in core.list_namespaced_event("default").items if e.involved_object.name == name),
+        key=lambda e: e.last_timestamp or e.event_time or e.metadata.creation_timestamp,
+    )
     if events:
         table = Table(title="events")
         for column in ("type", "reason", "message"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -44,29 +45,31 @@ def run(
     from cni_operator.handlers import clusternetwork  # registers the handlers with kopf
 
     queue = clusternetwork.install(Reconciler(client, default_catalog()))
-    kopf_stop = threading.Event()
-    renewer = threading.Thread(target=lease.keep_renewing, args=(kopf_stop,), name="lease", daemon=True)
+    stopped = threading.Event()
+    renewer = threading.Thread(target=lease.keep_renewing, args=(stopped,), name="lease", daemon=True)
     renewer.start()
-    watchdog = threading.Thread(target=_stop_when, args=((stop, lease.lost), kopf_stop), daemon=True)
-    watchdog.start()
+    liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
     try:
-        kopf.run(
-            clusterwide=True,
-            standalone=True,
-            stop_flag=kopf_stop,
-            liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
-        )
+        asyncio.run(_kopf(triggers=(stop, lease.lost), stopped=stopped, liveness=liveness))
     finally:
-        kopf_stop.set()
+        stopped.set()
         queue.stop()
         if not lease.lost.is_set():
             lease.release()
     return 1 if lease.lost.is_set() else 0
 
 
-def _stop_when(triggers: tuple[threading.Event, ...], target: threading.Event) -> None:
-    while not target.is_set():
-        if any(t.is_set() for t in triggers):
-            target.set()
-            return
-        target.wait(0.2)
+async def _kopf(*, triggers: tuple[threading.Event, ...], stopped: threading.Event, liveness: str | None) -> None:
+    """kopf in our own loop, stopped by an asyncio flag: kopf handles SIGTERM and SIGINT itself, and a
+    thread-based flag would leave an executor thread behind that keeps the process from exiting."""
+    flag = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def watch() -> None:
+        while not stopped.wait(0.2):
+            if any(t.is_set() for t in triggers):
+                loop.call_soon_threadsafe(flag.set)
+                return
+
+    threading.Thread(target=watch, name="stop-watch", daemon=True).start()
+    await kopf.operator(clusterwide=True, standalone=True, stop_flag=flag, liveness_endpoint=liveness)

@@ -12,9 +12,9 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 from kubernetes import client
-from tests.integration.conftest import OperatorProcess
 
 from cni_operator.kube.inventory import OWNER
+from tests.integration.conftest import OperatorProcess
 
 pytestmark = pytest.mark.cluster
 T = TypeVar("T")

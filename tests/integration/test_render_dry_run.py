@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiException
-from tests.integration.conftest import wait_established
-from tests.rendering import cases, render
 
 from cni_operator.catalog.loader import default_catalog
 from cni_operator.kube.apply import Applier
+from tests.integration.conftest import wait_established
+from tests.rendering import cases, render
 
 pytestmark = pytest.mark.cluster
 CATALOG = default_catalog()

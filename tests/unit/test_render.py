@@ -13,12 +13,12 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.rendering import GOLDEN, KUBERNETES_VERSION, as_yaml, cases, render
 
 from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.plan.validate import ValidatedSpec, validate
 from cni_operator.render import labels as L
 from cni_operator.render.engine import Renderer
+from tests.rendering import GOLDEN, KUBERNETES_VERSION, as_yaml, cases, render
 
 CATALOG = default_catalog()
 CASES = cases(CATALOG)
