@@ -82,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
 
     crd = commands.add_parser("crd", help="print the ClusterNetwork CRD generated from the API models")
     crd.add_argument("--write", type=Path, default=None, help="write it to this file instead")
+    crd.add_argument("--also", type=Path, nargs="*", default=[], help="and to these (e.g. the Helm chart's copy)")
     crd.set_defaults(handler=_crd)
 
     catalog = commands.add_parser("catalog", help="list the plugin releases the operator knows")
@@ -190,8 +191,9 @@ def _crd(args: argparse.Namespace) -> int:
 
     text = render_crd_yaml()
     if args.write:
-        args.write.write_text(text)
-        console.print(f"wrote {args.write}")
+        for path in (args.write, *args.also):
+            path.write_text(text)
+            console.print(f"wrote {path}")
     else:
         sys.stdout.write(text)
     return 0

@@ -258,3 +258,71 @@ def test_second_replica_waits_for_the_lease(networks: Networks, operator: Operat
     assert operator.logs().count("became leader") == 1
     networks.create("leader")
     networks.wait_ready("leader")  # the leader still acts
+
+
+def _service_account_kubeconfig(api_client: Any, sandbox: Any, namespace: str, tmp_path: Path) -> Path:
+    """The operator's service account bound to exactly the chart's rules, and a kubeconfig with its token."""
+    core: Any = client.CoreV1Api(api_client)
+    rbac: Any = client.RbacAuthorizationV1Api(api_client)
+    chart = REPO / "helm" / "cni-operator" / "files"
+    core.create_namespace({"metadata": {"name": namespace}})
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "cni-operator"}})
+    rbac.create_cluster_role(
+        {
+            "metadata": {"name": "cni-operator-test"},
+            "rules": yaml.safe_load((chart / "clusterrole-rules.yaml").read_text()),
+        }
+    )
+    subject = [{"kind": "ServiceAccount", "name": "cni-operator", "namespace": namespace}]
+    rbac.create_cluster_role_binding(
+        {
+            "metadata": {"name": "cni-operator-test"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cni-operator-test"},
+            "subjects": subject,
+        }
+    )
+    rbac.create_namespaced_role(
+        namespace,
+        {"metadata": {"name": "leader-election"}, "rules": yaml.safe_load((chart / "lease-rules.yaml").read_text())},
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "leader-election"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader-election"},
+            "subjects": subject,
+        },
+    )
+    token = core.create_namespaced_service_account_token(
+        "cni-operator", namespace, {"spec": {"expirationSeconds": 3600}}
+    ).status.token
+    admin = yaml.safe_load(Path(sandbox.kubeconfig).read_text())
+    admin["users"] = [{"name": "cni-operator", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "cni-operator"
+    path = tmp_path / "operator-sa.kubeconfig"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+@pytest.mark.parametrize("example", ["calico", "cilium"])
+def test_operator_works_with_only_the_charts_rbac(
+    api_client: Any, sandbox: Any, clusternetwork_crd: Any, tmp_path: Path, example: str
+) -> None:
+    namespace = f"cni-operator-rbac-{example}"
+    kubeconfig = _service_account_kubeconfig(api_client, sandbox, namespace, tmp_path)
+    process = OperatorProcess(kubeconfig, tmp_path, lease_namespace=namespace)
+    process.start()
+    nets = Networks(api_client)
+    try:
+        nets.create("least-privilege", example=example, nodeCleanup="Remove", bgp=example == "calico")
+        nets.wait_ready("least-privilege", timeout=120)
+        assert "Forbidden" not in process.logs() and "forbidden" not in process.logs()
+        nets.delete("least-privilege")
+        assert nets.owned_daemonsets("least-privilege") == []
+    finally:
+        process.stop()
+        print(process.logs()[-20000:])
+        rbac: Any = client.RbacAuthorizationV1Api(api_client)
+        rbac.delete_cluster_role_binding("cni-operator-test")
+        rbac.delete_cluster_role("cni-operator-test")
+        client.CoreV1Api(api_client).delete_namespace(namespace)

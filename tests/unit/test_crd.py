@@ -14,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_committed_crd_matches_the_models() -> None:
     committed = (REPO / CRD_PATH).read_text()
     assert committed == render_crd_yaml(), (
-        "crds/clusternetwork.yaml is stale: run '.venv/bin/cni-operator crd --write crds/clusternetwork.yaml'"
+        "crds/clusternetwork.yaml is stale: run '.venv/bin/cni-operator crd --write crds/clusternetwork.yaml "
+        "--also helm/cni-operator/crds/clusternetwork.yaml'"
     )
 
 
@@ -47,3 +48,10 @@ def test_printer_columns_and_status_subresource() -> None:
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
     assert columns == ["Plugin", "Version", "Phase", "Updated", "Nodes", "Age"]
     assert yaml.safe_load(render_crd_yaml())["spec"]["names"]["shortNames"] == ["cnet"]
+
+
+def test_helm_chart_ships_the_same_crd() -> None:
+    chart_copy = REPO / "helm" / "cni-operator" / "crds" / "clusternetwork.yaml"
+    assert chart_copy.read_text() == (REPO / CRD_PATH).read_text(), (
+        "helm/cni-operator/crds/clusternetwork.yaml is stale: copy crds/clusternetwork.yaml over it"
+    )

@@ -294,6 +294,11 @@ class ClusterNetworkStatus(_Model):
         default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"
     )
     skew: list[SkewFinding] = Field(default_factory=list, description="version-skew findings for this cluster")
+    inventory_kinds: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="apiVersion/Kind of plugin-specific kinds this network has rendered, so they are pruned later",
+    )
     message: str = Field("", description="one line for humans: what is happening and what to do")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from kubernetes import dynamic
 from kubernetes.client import ApiException
 
 from cni_operator.kube.apply import Applier
@@ -19,7 +20,6 @@ MANAGED_KINDS: tuple[tuple[str, str], ...] = (
     ("policy/v1", "PodDisruptionBudget"),
     ("v1", "Service"),
     ("v1", "ConfigMap"),
-    ("v1", "Secret"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("rbac.authorization.k8s.io/v1", "Role"),
     ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"),
@@ -43,10 +43,26 @@ def owner_selector(owner: str) -> str:
     return f"{L.MANAGED_BY}={L.MANAGER},{OWNER}={owner}"
 
 
+def inventory_kinds(*renderings: Iterable[dict[str, Any]], recorded: Iterable[str] = ()) -> list[tuple[str, str]]:
+    """MANAGED_KINDS, then any other kind rendered now or recorded in status ("apiVersion/Kind") earlier, so that
+    objects of a plugin's own kinds (e.g. Calico's BGPConfiguration) are pruned when no longer rendered."""
+    kinds = list(MANAGED_KINDS)
+    extra = [tuple(r.rsplit("/", 1)) for r in recorded] + [
+        (obj["apiVersion"], obj["kind"]) for objects in renderings for obj in objects
+    ]
+    for api_version, kind in extra:
+        if (api_version, kind) not in kinds:
+            kinds.insert(0, (api_version, kind))  # custom objects go before the CRDs that define them
+    return kinds
+
+
 def managed_objects(applier: Applier, owner: str, kinds: Iterable[tuple[str, str]] = MANAGED_KINDS) -> Iterator[Any]:
-    """Every object of `kinds` labelled as managed for `owner`, across namespaces."""
+    """Every object of `kinds` labelled as managed for `owner`, across namespaces (kinds not served are skipped)."""
     for api_version, kind in kinds:
-        resource = applier.resource(api_version, kind)
+        try:
+            resource = applier.resource(api_version, kind)
+        except dynamic.exceptions.ResourceNotFoundError:
+            continue  # e.g. a plugin's CRD is gone, and with it every object of its kinds
         for item in resource.get(label_selector=owner_selector(owner)).items:
             obj: dict[str, Any] = item.to_dict()
             yield {**obj, "apiVersion": api_version, "kind": kind}  # list items carry neither
@@ -70,12 +86,17 @@ def delete(applier: Applier, obj: dict[str, Any]) -> bool:
 
 
 def prune(
-    applier: Applier, owner: str, keep: Iterable[dict[str, Any]], *, include_destructive: bool = False
+    applier: Applier,
+    owner: str,
+    keep: list[dict[str, Any]],
+    *,
+    kinds: Iterable[tuple[str, str]] = MANAGED_KINDS,
+    include_destructive: bool = False,
 ) -> list[str]:
     """Delete managed objects of `owner` that are not in `keep`; returns 'Kind name' of each deleted object."""
     wanted = {identity(obj) for obj in keep}
     deleted = []
-    for obj in managed_objects(applier, owner):
+    for obj in managed_objects(applier, owner, kinds):
         if identity(obj) in wanted:
             continue
         if obj["kind"] in DESTRUCTIVE_KINDS and not include_destructive:

@@ -18,7 +18,16 @@ from kubernetes.client import ApiClient, ApiException
 from cni_operator.api import v1alpha1 as api
 from cni_operator.catalog.loader import Catalog
 from cni_operator.kube.apply import Applier
-from cni_operator.kube.inventory import DESTRUCTIVE_KINDS, OWNER, delete, identity, managed_objects, prune
+from cni_operator.kube.inventory import (
+    DESTRUCTIVE_KINDS,
+    MANAGED_KINDS,
+    OWNER,
+    delete,
+    identity,
+    inventory_kinds,
+    managed_objects,
+    prune,
+)
 from cni_operator.plan.validate import SpecError, validate
 from cni_operator.render import labels as L
 from cni_operator.render.engine import Renderer, Rendering
@@ -101,9 +110,9 @@ class Reconciler:
                     + (" ..." if len(repaired) > 10 else ""),
                 )
             )
-        deleted = prune(self.applier, name, rendering.objects, include_destructive=False) + self._prune_other_plugins(
-            name, rendering
-        )
+        kinds = inventory_kinds(rendering.objects, recorded=status.get("inventoryKinds") or [])
+        deleted = prune(self.applier, name, rendering.objects, kinds=kinds)
+        deleted += self._prune_other_plugins(name, rendering)
         if deleted:
             events.append(
                 (
@@ -117,7 +126,9 @@ class Reconciler:
 
         observation = self.observe_rollout(generation, rendering)
         history = self._history(status, rendering, validated.spec)
-        observation = dataclasses.replace(observation, extra={**observation.extra, "revisionHistory": history})
+        recorded = sorted({f"{v}/{k}" for v, k in kinds if (v, k) not in MANAGED_KINDS})
+        extra = {"revisionHistory": history, "inventoryKinds": recorded}
+        observation = dataclasses.replace(observation, extra={**observation.extra, **extra})
         outcome = self._outcome(status, observation, None)
         outcome.events[:0] = events
         if observation.phase != "Ready":
@@ -236,7 +247,9 @@ class Reconciler:
             return []
         cleanup = ((body.get("spec") or {}).get("nodeCleanup")) or api.NodeCleanup.KEEP.value
         if cleanup == api.NodeCleanup.REMOVE.value:
-            deleted = prune(self.applier, name, [], include_destructive=True)
+            recorded = (body.get("status") or {}).get("inventoryKinds") or []
+            kinds = inventory_kinds(recorded=recorded)
+            deleted = prune(self.applier, name, [], kinds=kinds, include_destructive=True)
             return [("Normal", "Removed", f"deleted {len(deleted)} objects: the network is removed from the nodes")]
         released = self._release(name)
         return [("Normal", "Kept", f"left {released} objects running, no longer managed (nodeCleanup: Keep)")]
