@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -47,8 +48,11 @@ def clusternetwork_crd(api_client: Any, applier: Applier) -> dict[str, Any]:
 class OperatorProcess:
     """`cni-operator run` as a real process against the sandbox, so tests can kill it and start it again."""
 
-    def __init__(self, kubeconfig: Path, log_dir: Path, lease_namespace: str = "kube-system") -> None:
+    def __init__(
+        self, kubeconfig: Path, log_dir: Path, lease_namespace: str = "kube-system", env: dict[str, str] | None = None
+    ) -> None:
         self.kubeconfig = kubeconfig
+        self.env = {**os.environ, **(env or {})}
         self.log_dir = log_dir
         self.lease_namespace = lease_namespace
         self.procs: list[subprocess.Popen[bytes]] = []
@@ -74,6 +78,7 @@ class OperatorProcess:
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         self.procs.append(proc)
         return proc

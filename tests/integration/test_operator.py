@@ -221,14 +221,33 @@ def test_second_clusternetwork_is_inactive_and_changes_nothing(networks: Network
     assert networks.get("first")["status"]["phase"] == "Ready"
 
 
-def test_restarted_operator_finishes_the_reconcile(networks: Networks, operator: OperatorProcess) -> None:
-    networks.create("restart")
-    time.sleep(0.3)  # the operator is now in the middle of its first reconcile
-    operator.kill()
-    operator.start()
-    cn = networks.wait_ready("restart")
-    assert cn["status"]["nodes"]["ready"] == len(networks.core.list_node().items)
-    assert len(networks.owned_daemonsets("restart")) == 1
+def test_restarted_operator_finishes_the_reconcile(
+    api_client: Any, sandbox: Any, clusternetwork_crd: Any, tmp_path: Path
+) -> None:
+    """Killed between two applies of its first reconcile (slowed down on purpose), the next operator finishes it."""
+    slow = OperatorProcess(sandbox.kubeconfig, tmp_path, env={"CNI_OPERATOR_TEST_APPLY_DELAY": "0.5"})
+    slow.start()
+    nets = Networks(api_client)
+    try:
+        nets.create("restart")
+        owned = eventually(
+            lambda: nets.core.list_service_account_for_all_namespaces(label_selector=f"{OWNER}=restart").items,
+            lambda items: len(items) >= 1,
+            what="the first objects applied",
+        )
+        slow.kill()
+        assert owned and not nets.owned_daemonsets("restart"), "killed before the DaemonSet was applied"
+        status = nets.get("restart").get("status") or {}
+        assert status.get("observedGeneration", 0) == 0, "killed before the first reconcile wrote its status"
+        slow.start()
+        cn = nets.wait_ready("restart", timeout=120)
+        assert cn["status"]["nodes"]["ready"] == len(nets.core.list_node().items)
+        assert len(nets.owned_daemonsets("restart")) == 1
+        nets.patch_spec("restart", {"nodeCleanup": "Remove"})
+        nets.delete("restart")
+    finally:
+        slow.stop()
+        print(slow.logs()[-20000:])
 
 
 def test_metrics_report_reconciles_and_nodes(networks: Networks, operator: OperatorProcess) -> None:
@@ -243,6 +262,8 @@ def test_metrics_report_reconciles_and_nodes(networks: Networks, operator: Opera
     nodes = len(networks.core.list_node().items)
     assert f'cni_operator_nodes{{clusternetwork="metrics",state="ready"}} {float(nodes)}' in text
     assert 'cni_operator_condition{clusternetwork="metrics",condition="Ready"} 1.0' in text
+    revision = networks.get("metrics")["status"]["targetRevision"]
+    assert f'cni_operator_nodes_per_revision{{clusternetwork="metrics",revision="{revision}"}} {float(nodes)}' in text
 
 
 def test_second_replica_waits_for_the_lease(networks: Networks, operator: OperatorProcess, api_client: Any) -> None:

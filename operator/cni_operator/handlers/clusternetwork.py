@@ -93,7 +93,7 @@ class ReconcileQueue:
         custom.patch_cluster_custom_object_status(api.GROUP, api.VERSION, api.PLURAL, name, {"status": outcome.status})
         for event_type, reason, message in outcome.events:
             events.post(self.reconciler.api_client, body, event_type, reason, message)
-        metrics.record(name, outcome.status)
+        metrics.record(name, outcome.status, self.reconciler.nodes_per_revision)
         if outcome.retry_after:
             self.kick(name, delay=outcome.retry_after)
 

@@ -21,8 +21,11 @@ CONDITION = Gauge(
 )
 
 
-def record(name: str, status: dict[str, object]) -> None:
-    """Publish what one reconcile wrote to status."""
+def record(name: str, status: dict[str, object], nodes_per_revision: dict[str, int]) -> None:
+    """Publish what one reconcile wrote to status and saw of the nodes."""
+    NODES_PER_REVISION.clear()  # revisions no node runs any more must disappear, not stay at their last value
+    for revision, count in nodes_per_revision.items():
+        NODES_PER_REVISION.labels(name, revision).set(count)
     nodes = status.get("nodes") or {}
     assert isinstance(nodes, dict)
     for state in ("total", "updated", "ready"):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +61,9 @@ class Reconciler:
         self.apps: Any = client.AppsV1Api(api_client)
         self.custom: Any = client.CustomObjectsApi(api_client)
         self._lock = threading.Lock()
+        self.nodes_per_revision: dict[str, int] = {}  # from the last observe, for metrics
+        # Fault injection for crash tests: slow each apply so a test can kill the operator between two of them.
+        self.apply_delay = float(os.environ.get("CNI_OPERATOR_TEST_APPLY_DELAY", "0"))
 
     # -- the reconcile -----------------------------------------------------------------------------------------
 
@@ -160,6 +165,11 @@ class Reconciler:
         """How far the target revision's node workloads are: counts from the DaemonSets' own status."""
         nodes = self.core.list_node().items
         total = len(nodes)
+        per_revision: dict[str, int] = {}
+        for node in nodes:  # unlabelled nodes run the target revision: its DaemonSets adopt them
+            revision = (node.metadata.labels or {}).get(L.NODE_REVISION, rendering.revision)
+            per_revision[revision] = per_revision.get(revision, 0) + 1
+        self.nodes_per_revision = per_revision
         daemonsets = [o for o in rendering.objects if o["kind"] == "DaemonSet"]
         updated = ready = total
         for ds in daemonsets:
@@ -189,6 +199,8 @@ class Reconciler:
         changed = []
         for obj in rendering.objects:
             obj["metadata"]["labels"][OWNER] = owner
+            if self.apply_delay:
+                time.sleep(self.apply_delay)
             before = self._resource_version(obj)
             after = self.applier.apply(obj).metadata.resourceVersion
             if before != after:
