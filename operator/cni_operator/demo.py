@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from cni_operator.api import v1alpha1 as api
 from cni_operator.api.crd import CRD_PATH
 from cni_operator.catalog.loader import data_root, default_catalog
 from cni_operator.kube.apply import Applier
+from cni_operator.operator_main import command as operator_command
 from cni_operator.sandbox import Sandbox
 from cni_operator.sandbox.cluster import STATE_FILE, free_port
 
@@ -29,16 +29,7 @@ def start_operator(box: Sandbox, *, detached: bool) -> subprocess.Popen[bytes]:
     """The operator as its own process, logging next to the sandbox; recorded so 'sandbox down' stops it too."""
     log = (box.log_dir / "cni-operator.log").open("ab")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cni_operator.cli",
-            "run",
-            "--kubeconfig",
-            str(box.kubeconfig),
-            "--metrics-port",
-            str(free_port()),
-        ],
+        operator_command(box.kubeconfig, free_port()),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,

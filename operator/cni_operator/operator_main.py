@@ -6,8 +6,10 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import kopf
 from prometheus_client import start_http_server
@@ -18,6 +20,21 @@ from cni_operator.kube.leader import LeaseLock
 from cni_operator.kube.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+
+
+def command(kubeconfig: Path, metrics_port: int, lease_namespace: str | None = None) -> list[str]:
+    """How to start `cni-operator run` as a child process of this Python (for the demo and the tests)."""
+    args = [
+        sys.executable,
+        "-m",
+        "cni_operator.cli",
+        "run",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--metrics-port",
+        str(metrics_port),
+    ]
+    return args + (["--lease-namespace", lease_namespace] if lease_namespace else [])
 
 
 def run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import yaml
 from kubernetes import client
 
 from cni_operator.kube.apply import Applier
+from cni_operator.operator_main import command as operator_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,18 +64,7 @@ class OperatorProcess:
         self.metrics_port = free_port()
         log = (self.log_dir / f"operator-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cni_operator.cli",
-                "run",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--metrics-port",
-                str(self.metrics_port),
-                "--lease-namespace",
-                self.lease_namespace,
-            ],
+            operator_command(self.kubeconfig, self.metrics_port, self.lease_namespace),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import copy
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -15,22 +15,11 @@ from kubernetes import client
 
 from cni_operator.kube.inventory import OWNER
 from tests.integration.conftest import OperatorProcess
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "cni-operator.dev", "v1alpha1", "clusternetworks"
-
-
-def eventually(fetch: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what or 'condition'} not met within {timeout}s; last value: {value!r}"[:3000])
-        time.sleep(0.3)
 
 
 class Networks:

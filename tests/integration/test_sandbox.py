@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
@@ -15,21 +14,9 @@ from kubernetes import client
 
 from cni_operator.sandbox import Sandbox
 from cni_operator.sandbox.binaries import BUILD_SCRIPT
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
-
-
-def eventually(fetch: Callable[[], T], ok: Callable[[T], bool], timeout: float = 60.0) -> T:
-    """Poll until `ok(fetch())`; on timeout fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if ok(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout}s; last value: {value!r}")
-        time.sleep(0.3)
 
 
 def test_api_server_reports_the_pinned_release(api_client: Any) -> None:
@@ -157,7 +144,7 @@ def test_custom_resource_definition_is_served(api_client: Any) -> None:
         ext.delete_custom_resource_definition(f"widgets.{group}")
 
 
-def _try(call: Callable[[], T]) -> T | None:
+def _try(call: Callable[[], Any]) -> Any:
     try:
         return call()
     except client.ApiException as err:
