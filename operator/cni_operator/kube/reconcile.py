@@ -223,11 +223,7 @@ class Reconciler:
         plugins = {rendering.release.plugin, *(o.plugin for o in rendering.overlays)}
         wanted = {identity(obj) for obj in rendering.objects}
         deleted = []
-        kinds = [
-            k
-            for k in (("apiextensions.k8s.io/v1", "CustomResourceDefinition"), ("v1", "Namespace"))
-            if k[1] in DESTRUCTIVE_KINDS
-        ]
+        kinds = [kind for kind in MANAGED_KINDS if kind[1] in DESTRUCTIVE_KINDS]
         for obj in managed_objects(self.applier, owner, kinds):
             if identity(obj) in wanted or obj["metadata"].get("labels", {}).get(L.PLUGIN) in plugins:
                 continue
@@ -258,21 +254,20 @@ class Reconciler:
         if self.active_name() != name and not self._owns_anything(name):
             return []
         cleanup = ((body.get("spec") or {}).get("nodeCleanup")) or api.NodeCleanup.KEEP.value
+        kinds = inventory_kinds(recorded=(body.get("status") or {}).get("inventoryKinds") or [])
         if cleanup == api.NodeCleanup.REMOVE.value:
-            recorded = (body.get("status") or {}).get("inventoryKinds") or []
-            kinds = inventory_kinds(recorded=recorded)
             deleted = prune(self.applier, name, [], kinds=kinds, include_destructive=True)
             return [("Normal", "Removed", f"deleted {len(deleted)} objects: the network is removed from the nodes")]
-        released = self._release(name)
+        released = self._release(name, kinds)
         return [("Normal", "Kept", f"left {released} objects running, no longer managed (nodeCleanup: Keep)")]
 
     def _owns_anything(self, owner: str) -> bool:
         return next(managed_objects(self.applier, owner), None) is not None
 
-    def _release(self, owner: str) -> int:
+    def _release(self, owner: str, kinds: list[tuple[str, str]]) -> int:
         """Drop our owner label so no later reconcile of another ClusterNetwork prunes these objects by mistake."""
         count = 0
-        for obj in managed_objects(self.applier, owner):
+        for obj in managed_objects(self.applier, owner, kinds):
             resource = self.applier.resource(obj["apiVersion"], obj["kind"])
             meta = obj["metadata"]
             resource.patch(
