@@ -261,6 +261,11 @@ class RevisionRecord(_Model):
     plugin: Plugin = Field(description="the primary plugin of this revision")
     version: str = Field(description="its release")
     created: str = Field(description="when the operator first rendered this revision (RFC 3339)")
+    spec: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the spec that rendered it, so the operator can render it again while nodes still run it",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
 
 
 class NodeCounts(_Model):
@@ -288,7 +293,14 @@ class ClusterNetworkStatus(_Model):
     current_revision: str = Field("", description="the revision every node ran before the rollout in progress")
     target_revision: str = Field("", description="the revision the spec renders")
     nodes: NodeCounts = Field(default_factory=NodeCounts, description="rollout progress in nodes")
-    waves: list[WaveProgress] = Field(default_factory=list, description="progress of the rollout in progress")
+    waves: list[WaveProgress] = Field(
+        default_factory=list,
+        description="progress of the rollout in progress: the canary and the waves around the current one",
+    )
+    wave_count: int = Field(0, ge=0, description="how many waves the rollout in progress has, canary included")
+    failed_revision: str = Field(
+        "", description="the target revision failed its health gate: no more nodes move to it until the spec changes"
+    )
     failed_nodes: list[FailedNode] = Field(default_factory=list, description="nodes that failed the rollout, and why")
     revision_history: list[RevisionRecord] = Field(
         default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"

@@ -92,12 +92,15 @@ def prune(
     *,
     kinds: Iterable[tuple[str, str]] = MANAGED_KINDS,
     include_destructive: bool = False,
+    keep_revisions: Iterable[str] = (),
 ) -> list[str]:
-    """Delete managed objects of `owner` that are not in `keep`; returns 'Kind name' of each deleted object."""
+    """Delete managed objects of `owner` that are not in `keep` and belong to no revision in `keep_revisions`;
+    returns 'Kind name' of each deleted object."""
     wanted = {identity(obj) for obj in keep}
+    revisions = set(keep_revisions)
     deleted = []
     for obj in managed_objects(applier, owner, kinds):
-        if identity(obj) in wanted:
+        if identity(obj) in wanted or obj["metadata"].get("labels", {}).get(L.REVISION) in revisions:
             continue
         if obj["kind"] in DESTRUCTIVE_KINDS and not include_destructive:
             continue

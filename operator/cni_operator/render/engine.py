@@ -260,8 +260,14 @@ class Renderer:
 
 
 def _bind_to_revision(daemonset: dict[str, Any], revision: str, adopt_unlabelled_nodes: bool) -> None:
-    """Run the DaemonSet's pods only on nodes labelled with this revision (and, for the target, unlabelled ones)."""
+    """Run the DaemonSet's pods only on nodes labelled with this revision (and, for the target, unlabelled ones).
+
+    Its update strategy becomes OnDelete: a revision's pod template never changes its pods' behaviour (that would be
+    a new revision), and the operator, not the DaemonSet controller, decides when a node's CNI pod is replaced: by
+    moving the node's label. So when a rollout starts and the old revision stops adopting unlabelled nodes, its
+    running pods are not restarted."""
     spec = daemonset["spec"]
+    spec["updateStrategy"] = {"type": "OnDelete"}
     spec["selector"].setdefault("matchLabels", {})[L.REVISION] = revision
     template = spec["template"]
     template.setdefault("metadata", {}).setdefault("labels", {})[L.REVISION] = revision

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cni_operator.plan.rollout import RolloutPlan
+
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
@@ -141,4 +143,78 @@ def degraded(generation: int, reason: str, message: str, *, phase: str = "Degrad
             ConditionUpdate(DEGRADED, True, reason, message),
         ],
         extra=extra,
+    )
+
+
+def rollout(generation: int, target: str, current: str, plan: RolloutPlan, ready_count: int, total: int) -> Observation:
+    """Status of a reconcile that moved nodes: where the rollout is, and when it stopped, why and what to do."""
+    if plan.complete and total and ready_count >= total:
+        return ready(generation, target, total, f"revision {target} runs on all {total} nodes")
+    counts = dict(
+        target_revision=target,
+        current_revision=current,
+        nodes_total=total,
+        nodes_updated=plan.on_target,
+        nodes_ready=plan.done if not plan.complete else ready_count,
+    )
+    forward = [f for f in plan.failures if f.reason != "EvictionBlocked"]
+    blocked = [f for f in plan.failures if f.reason == "EvictionBlocked"]
+    if plan.failed_revision:
+        moving_back = plan.in_flight
+        where = "; ".join(f"{f.name}: {f.reason}: {f.message}" for f in forward[:5]) or "see failedNodes"
+        next_step = (
+            f"{moving_back} nodes are still on their way back to their previous revision; "
+            if moving_back
+            else "nodes that failed are back on their previous revision or stay cordoned; "
+        )
+        message = (
+            f"the rollout of revision {target} failed and stopped ({where}); {next_step}"
+            "fix the cause and change the spec (a new revision rolls out), or set the spec back to the previous "
+            "version to move every node back"
+        )
+        reason = forward[0].reason if forward else "RolloutFailed"
+        return Observation(
+            generation=generation,
+            phase="Failed",
+            message=message,
+            conditions=[
+                ConditionUpdate(READY, False, "RolloutFailed", message),
+                ConditionUpdate(PROGRESSING, False, "RolloutFailed", "no more nodes move to the failed revision"),
+                ConditionUpdate(DEGRADED, True, reason, message),
+            ],
+            **counts,  # type: ignore[arg-type]
+        )
+    wave = next((w for w in plan.waves if w.state in ("InProgress", "Failed", "RolledBack")), None)
+    where = f"wave {wave.index + 1} of {plan.wave_count}: " if wave else ""
+    message = f"{where}{plan.on_target} of {total} nodes on revision {target}, {plan.done} passed the health gate"
+    if plan.in_flight:
+        message += f", {plan.in_flight} in flight"
+    if plan.paused and plan.in_flight == 0 and plan.pending:
+        message = f"paused by spec.rollout.paused: {message}; {plan.pending} nodes wait. Set paused: false to resume"
+        return Observation(
+            generation=generation,
+            phase="Paused",
+            message=message,
+            conditions=[
+                ConditionUpdate(READY, False, "RolloutPaused", message),
+                ConditionUpdate(PROGRESSING, False, "RolloutPaused", message),
+                ConditionUpdate(DEGRADED, False, "AsExpected"),
+            ],
+            **counts,  # type: ignore[arg-type]
+        )
+    degraded_update = ConditionUpdate(DEGRADED, False, "AsExpected")
+    if blocked:
+        detail = "; ".join(f"{f.name}: {f.message}" for f in blocked[:5])
+        message += f"; evictions blocked: {detail}"
+        degraded_update = ConditionUpdate(DEGRADED, True, "EvictionBlocked", detail)
+    return Observation(
+        generation=generation,
+        phase="Progressing",
+        message=message,
+        conditions=[
+            ConditionUpdate(READY, False, "RolloutInProgress", message),
+            ConditionUpdate(PROGRESSING, True, "RolloutInProgress", message),
+            degraded_update,
+        ],
+        **counts,  # type: ignore[arg-type]
     )
