@@ -19,6 +19,7 @@ from cni_operator.handlers import metrics
 from cni_operator.kube import events
 from cni_operator.kube.inventory import MANAGED_KINDS, OWNER
 from cni_operator.kube.reconcile import Reconciler
+from cni_operator.plan.rollout import MOVE_ANNOTATION
 from cni_operator.render import labels as L
 
 log = logging.getLogger(__name__)
@@ -191,9 +192,33 @@ def _register_drift_watches() -> None:
 _register_drift_watches()
 
 
+_NODE_FINGERPRINTS: dict[str, tuple[Any, ...]] = {}
+
+
+def _node_fingerprint(body: kopf.Body) -> tuple[Any, ...]:
+    """What of a node the operator acts on; heartbeats and condition updates change none of it."""
+    meta, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status", {})
+    info = status.get("nodeInfo") or {}
+    return (
+        (meta.get("labels") or {}).get(L.NODE_REVISION),
+        (meta.get("annotations") or {}).get(MOVE_ANNOTATION),
+        bool(spec.get("unschedulable")),
+        tuple(spec.get("podCIDRs") or ()),
+        *(info.get(k) for k in ("kubeletVersion", "containerRuntimeVersion", "operatingSystem", "architecture")),
+    )
+
+
 @kopf.on.event("", "v1", "nodes")
-def node_event(**_: Any) -> None:
-    """Nodes joining, leaving or changing versions change status (and, later, the rollout)."""
+def node_event(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    """Nodes joining, leaving, moving between revisions or changing versions: reconcile. A 5,000-node cluster
+    sends a node update every few seconds that changes nothing here; those are dropped without a reconcile."""
+    if type == "DELETED":
+        _NODE_FINGERPRINTS.pop(name, None)
+    else:
+        fingerprint = _node_fingerprint(body)
+        if _NODE_FINGERPRINTS.get(name) == fingerprint:
+            return
+        _NODE_FINGERPRINTS[name] = fingerprint
     queue = _queue()
-    for name in list(queue.known):
-        queue.kick(name, delay=1.0)
+    for network in list(queue.known):
+        queue.kick(network, delay=0.2)

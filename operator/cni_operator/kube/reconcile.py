@@ -232,11 +232,13 @@ class Reconciler:
         return again
 
     def _target_ready(self, rendering: Rendering, total: int) -> int:
-        """Nodes whose every target DaemonSet pod is Ready, from the DaemonSets' own status."""
+        """Nodes whose every target DaemonSet pod is Ready, from the DaemonSets' own status. Not their "updated"
+        count: with OnDelete, a pod created while the revision was an old one (without adopting unlabelled nodes)
+        runs the same CNI but counts as not updated, and that is as it should be."""
         ready = total
         for ds in (o for o in rendering.objects if o["kind"] == "DaemonSet"):
             live = self.apps.read_namespaced_daemon_set(ds["metadata"]["name"], ds["metadata"]["namespace"]).status
-            ready = min(ready, live.number_ready or 0, live.updated_number_scheduled or 0)
+            ready = min(ready, live.number_ready or 0)
         return ready
 
     def _write_status(self, name: str, fields: dict[str, Any]) -> None:
