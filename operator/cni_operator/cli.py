@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("-f", "--filename", type=Path, required=True, nargs="+", help="YAML files ('-' for stdin)")
     validate.set_defaults(handler=_validate)
 
-    crd = commands.add_parser("crd", help="print the ClusterNetwork CRD generated from the API models")
+    crd = commands.add_parser("crd", help="print a CRD generated from the API models (default: ClusterNetwork)")
+    crd.add_argument(
+        "--kind", choices=["ClusterNetwork", "NodeNetworkState"], default="ClusterNetwork", help="which CRD"
+    )
     crd.add_argument("--write", type=Path, default=None, help="write it to this file instead")
     crd.add_argument("--also", type=Path, nargs="*", default=[], help="and to these (e.g. the Helm chart's copy)")
     crd.set_defaults(handler=_crd)
@@ -187,9 +190,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from cni_operator.api.crd import render_crd_yaml
+    from cni_operator.api.crd import KINDS, render_crd_yaml
 
-    text = render_crd_yaml()
+    text = render_crd_yaml(KINDS[args.kind])
     if args.write:
         for path in (args.write, *args.also):
             path.write_text(text)
