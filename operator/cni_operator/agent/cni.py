@@ -66,6 +66,8 @@ class PluginError(CniFailure):
 
     def __init__(self, plugin: str, command: str, code: int, msg: str, details: str = "") -> None:
         self.plugin, self.command, self.code, self.msg, self.details = plugin, command, code, msg, details
+        if code == 11:
+            self.reason = "TryAgainLater"  # transient by the spec's own word: the agent retries on its next pass
         detail = f" ({details})" if details else ""
         super().__init__(f"{plugin} {command} failed with CNI error {code} {error_name(code)}: {msg}{detail}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 from dataclasses import dataclass
@@ -92,11 +93,14 @@ class InstalledBinary:
     changed: bool
 
 
-def install_binaries(source: Path, target: Path, names: list[str] | None = None) -> list[InstalledBinary]:
+def install_binaries(
+    source: Path, target: Path, names: list[str] | None = None, manifest: str | None = None
+) -> list[InstalledBinary]:
     """Copy plugin binaries from `source` to `target` atomically, skipping those already identical.
 
     The copy is verified against the source's SHA-256 before it replaces anything, so a runtime never executes a
-    truncated plugin. `names` None means every executable file in `source`."""
+    truncated plugin. `names` None means every executable file in `source`. `manifest` names a hidden JSON file in
+    `target` that records {binary: sha256}, so the agent can later tell a binary replaced behind its back."""
     if not source.is_dir():
         raise FileNotFoundError(f"{source}: no such directory of CNI plugin binaries")
     wanted = names if names is not None else sorted(p.name for p in source.iterdir() if _executable(p))
@@ -115,6 +119,12 @@ def install_binaries(source: Path, target: Path, names: list[str] | None = None)
             continue
         atomic_write(current, data, mode=0o755)
         installed.append(InstalledBinary(name, digest, changed=True))
+    if manifest is not None:
+        record: dict[str, str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            record = dict(json.loads((target / manifest).read_text()))
+        record.update({b.name: b.sha256 for b in installed})
+        atomic_write(target / manifest, json.dumps(record, indent=2, sort_keys=True).encode())
     return installed
 
 
