@@ -105,6 +105,10 @@ class Quarantine:
             restored.append(name)
         return restored, conflicts
 
+    def drop(self, entry: Entry) -> None:
+        """Forget an entry (only for copies of the agent's own config, which it renders afresh)."""
+        shutil.rmtree(entry.directory)
+
     def clean_staging(self) -> None:
         """Remove half-made entries a crash left (their source is still in the conf dir)."""
         if self.root.is_dir():

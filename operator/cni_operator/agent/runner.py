@@ -162,6 +162,9 @@ class Agent:
             actions.append(f"installed {target.file_name} (sha256 {digest[:12]})")
         if self._installed().get("sha256") != digest or self._installed().get("revision") != target.revision:
             self._record_installed(target.file_name, digest, target.revision)
+        for entry in self.quarantine.entries():
+            if entry.name == target.file_name:  # our own, put away by an earlier hand-back: rendered afresh above
+                self.quarantine.drop(entry)
         keep = {target.file_name, *target.keep}
         for name in files_to_quarantine([p.name for p in config_files(s.conf_dir)], keep):
             self.quarantine.put(s.conf_dir / name, target.revision)
