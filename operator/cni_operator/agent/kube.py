@@ -28,7 +28,7 @@ class KubeCluster:
 
     def node(self, name: str) -> NodeFacts:
         node = self.core.read_node(name)
-        cidrs = list(node.spec.pod_cid_rs or ([node.spec.pod_cidr] if node.spec.pod_cidr else []))
+        cidrs = list(node.spec.pod_cidrs or ([node.spec.pod_cidr] if node.spec.pod_cidr else []))
         return NodeFacts(name, node.metadata.uid, dict(node.metadata.labels or {}), cidrs)
 
     def target(self, revision: str) -> Target | None:

@@ -87,7 +87,7 @@ class Agent:
         self.quarantine = Quarantine(settings.state_dir / "quarantine")
         self.versions = VersionCache()
         self.datapath: DatapathResult | None = None
-        self._checked: tuple[str, str] | None = None  # (revision, active sha) of the last check
+        self._checked: tuple[str, str, str] | None = None  # (revision, active config, binaries) of the last check
         self._checked_at = 0.0
         self._drift_log: list[tuple[float, str]] = []
         self._last_report: tuple[float, str] | None = None
@@ -173,8 +173,9 @@ class Agent:
         active = inventory.active
         if active is not None and active.file == target.file_name and active.sha256 != digest:
             inventory.drift.append(f"{active.file} differs from the rendered config (sha256 {active.sha256[:12]})")
-        if run_datapath and self._check_due(target.revision, active.sha256 if active else ""):
-            self._run_datapath(target.revision, node)
+        key = (target.revision, active.sha256 if active else "", json.dumps(inventory.binaries, sort_keys=True))
+        if run_datapath and self._check_due(key):
+            self._run_datapath(key, node)
             actions.append(f"datapath check: {self.datapath.reason if self.datapath else '?'}")
         for action in actions:
             log.info("%s: %s", s.node_name, action)
@@ -201,23 +202,23 @@ class Agent:
 
     # -- datapath ----------------------------------------------------------------------------------------------
 
-    def _check_due(self, revision: str, active_sha: str) -> bool:
-        if self.datapath is None or self._checked != (revision, active_sha):
+    def _check_due(self, key: tuple[str, str, str]) -> bool:
+        """Check again when the revision, the active config or a binary changed, or when the last result aged."""
+        if self.datapath is None or self._checked != key:
             return True
         age = time.time() - self._checked_at
         return age >= (self.settings.check_interval if self.datapath.passed else self.settings.retry_interval)
 
-    def _run_datapath(self, revision: str, node: NodeFacts) -> None:
+    def _run_datapath(self, key: tuple[str, str, str], node: NodeFacts) -> None:
         self.datapath = check_active_config(
             self.settings.conf_dir,
             self.settings.bin_dir,
             node.pod_cidrs,
             self.settings.state_dir,
-            revision=revision,
+            revision=key[0],
             prefix=self.settings.netns_prefix,
         )
-        active = config_files(self.settings.conf_dir)
-        self._checked = (revision, sha256_file(active[0]) if active else "")
+        self._checked = key
         self._checked_at = time.time()
         if self.datapath.reason == "TryAgainLater":
             self._checked = None  # the plugin asked for a retry: next pass
