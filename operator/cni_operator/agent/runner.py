@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from cni_operator.agent.conflist import ConfigError, config_files, encode, fill_pod_cidrs, load_config
+from cni_operator.agent.conflist import (
+    ConfigError,
+    config_files,
+    encode,
+    fill_pod_cidrs,
+    is_config_name,
+    load_config,
+)
 from cni_operator.agent.datapath import DEFAULT_PREFIX, DatapathResult, now_rfc3339, run_check
 from cni_operator.agent.files import atomic_write, remove_stale_tmp, sha256_bytes, sha256_file
 from cni_operator.agent.inventory import Inventory, VersionCache, take_inventory
@@ -140,6 +147,8 @@ class Agent:
             actions.append(f"removed {name} left by an interrupted install")
         self.quarantine.clean_staging()
         try:
+            if "/" in target.file_name or not is_config_name(target.file_name):
+                raise ConfigError(f"conflistName {target.file_name!r} must be a .conf/.conflist/.json file name")
             rendered = encode(fill_pod_cidrs(target.conflist, node.pod_cidrs))
         except ConfigError as err:
             inventory = take_inventory(s.conf_dir, s.bin_dir, self.quarantine, self.versions)
