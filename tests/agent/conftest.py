@@ -26,7 +26,8 @@ SYSTEM_CNI = Path("/usr/lib/cni")
 BINARIES = ["bridge", "host-local", "loopback", "portmap", "bandwidth", "tuning"]
 
 
-def _links(prefix: str) -> list[str]:
+def _links(prefix: str = "") -> list[str]:
+    """Links of the host's (the test process's) network namespace."""
     out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
     names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
     return [n for n in names if n.startswith(prefix)]
@@ -51,7 +52,9 @@ def cni_prerequisites() -> None:
 
 @pytest.fixture(autouse=True)
 def no_leaks(cni_prerequisites: None) -> Iterator[None]:
-    """Clean up whatever a test left named cnio-test-*, then fail if there was anything."""
+    """Clean up whatever a test left named cnio-test-*, then fail if there was anything, or if the host namespace
+    gained any link (a plugin run outside the check's own node namespace would add cni0 or a veth there)."""
+    host_links = set(_links())
     yield
     leaked_ns = netns.list_names(PREFIX)
     leaked_links = _links(PREFIX)
@@ -59,7 +62,9 @@ def no_leaks(cni_prerequisites: None) -> Iterator[None]:
         subprocess.run(["ip", "netns", "del", name], check=False)
     for name in _links(PREFIX):
         subprocess.run(["ip", "link", "del", name], check=False)
+    new_host_links = sorted(set(_links()) - host_links)
     assert not leaked_ns and not leaked_links, f"left behind: namespaces {leaked_ns}, links {leaked_links}"
+    assert not new_host_links, f"the test added links to the host namespace: {new_host_links}"
 
 
 @dataclass(frozen=True)
