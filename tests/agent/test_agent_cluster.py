@@ -203,6 +203,18 @@ def test_leaving_for_another_plugin_restores_its_configs_and_coming_back_quarant
     assert states == {(FILE, "Active"), ("05-flannel.conflist", "Quarantined")}
 
 
+def test_an_unlabelled_node_gets_the_agents_own_revision(world: World, roots: Roots) -> None:
+    """New nodes carry no revision label yet; the target revision's DaemonSet adopts them, and its agent installs."""
+    ours = world.revision(bridge_conflist())
+    node = world.node(6)
+    result = agent(world, node, roots, revision=ours).sync()
+    assert result.mode == "Install"
+    status = world.report(node.name)["status"]  # type: ignore[index]
+    assert (status["revision"], status["datapath"]["revision"], status["datapath"]["passed"]) == (ours, ours, True)
+    other = agent(world, node, roots, revision="").sync()  # no label, no own revision: nothing to install
+    assert other.mode == "Waiting"
+
+
 def test_agent_run_process_with_only_the_rendered_rbac(
     world: World, roots: Roots, api_client: Any, sandbox: Any
 ) -> None:

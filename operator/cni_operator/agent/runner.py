@@ -128,6 +128,8 @@ class Agent:
         if target is None:
             if revision and revision != s.revision:
                 return self._hand_back(revision)
+            if not revision:
+                return self._wait(node, "", f"the node has no {REVISION_LABEL} label and the agent no --revision")
             return self._wait(node, revision, f"no ConfigMap {CONFIGMAP_PREFIX}{revision} in the cluster yet")
         return self._install(node, target, run_datapath=not final)
 
