@@ -43,29 +43,33 @@ class KubeCluster:
         return Target(revision, data["conflist.json"], data["conflistName"].strip(), [str(k) for k in keep])
 
     def report(self, node: NodeFacts, status: dict[str, Any]) -> None:
-        """Create the node's NodeNetworkState if needed (owned by the Node, so it goes when the node goes), then
-        write its status subresource."""
+        """Write the status subresource of the node's NodeNetworkState, creating the object on first use (owned by
+        the Node, so it goes when the node goes). One request in the common case."""
         try:
-            self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, node.name)
+            self._patch_status(node.name, status)
+            return
         except ApiException as err:
             if err.status != 404:
                 raise
-            body = {
-                "apiVersion": API_VERSION,
-                "kind": KIND,
-                "metadata": {
-                    "name": node.name,
-                    "labels": {"app.kubernetes.io/managed-by": "cni-operator-agent"},
-                    "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}],
-                },
-                "spec": {},
-            }
-            try:
-                self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
-            except ApiException as create_err:
-                if create_err.status != 409:  # another pass created it meanwhile
-                    raise
-        self.custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, node.name, {"status": status})
+        body = {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "metadata": {
+                "name": node.name,
+                "labels": {"app.kubernetes.io/managed-by": "cni-operator-agent"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node.name, "uid": node.uid}],
+            },
+            "spec": {},
+        }
+        try:
+            self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+        except ApiException as err:
+            if err.status != 409:  # created meanwhile (another process of the same agent): just write status
+                raise
+        self._patch_status(node.name, status)
+
+    def _patch_status(self, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object_status(GROUP, VERSION, PLURAL, name, {"status": status})
 
     def delete_report(self, node_name: str) -> None:
         try:
