@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
-# Debian packages: iproute2 for network namespaces, containernetworking-plugins for the node agent's datapath tests.
+# Debian packages: iproute2 for network namespaces, iputils-ping and containernetworking-plugins for the node agent's
+# datapath tests.
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
+command -v ping >/dev/null || missing+=(iputils-ping)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"

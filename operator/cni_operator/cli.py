@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("-f", "--filename", type=Path, required=True, nargs="+", help="YAML files ('-' for stdin)")
     validate.set_defaults(handler=_validate)
 
-    crd = commands.add_parser("crd", help="print the ClusterNetwork CRD generated from the API models")
+    crd = commands.add_parser("crd", help="print a CRD generated from the API models (default: ClusterNetwork)")
+    crd.add_argument(
+        "--kind", choices=["ClusterNetwork", "NodeNetworkState"], default="ClusterNetwork", help="which CRD"
+    )
     crd.add_argument("--write", type=Path, default=None, help="write it to this file instead")
     crd.add_argument("--also", type=Path, nargs="*", default=[], help="and to these (e.g. the Helm chart's copy)")
     crd.set_defaults(handler=_crd)
@@ -88,11 +91,158 @@ def _parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser("catalog", help="list the plugin releases the operator knows")
     catalog.set_defaults(handler=_catalog)
 
+    _add_agent_commands(commands)
+
     demo = commands.add_parser("demo", help="bring up a sandbox and show the operator at work")
     _add_node_arguments(demo, default_nodes=3)
     demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
     demo.set_defaults(handler=_demo)
     return parser
+
+
+def _add_agent_commands(commands: Any) -> None:
+    agent = commands.add_parser("agent", help="the node agent (runs on every node as a DaemonSet)")
+    sub = agent.add_subparsers(title="agent commands")
+
+    def paths(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--conf-dir", type=Path, default=Path("/etc/cni/net.d"), help="the CNI conf dir")
+        parser.add_argument("--bin-dir", type=Path, default=Path("/opt/cni/bin"), help="the CNI bin dir")
+        parser.add_argument(
+            "--state-dir",
+            type=Path,
+            default=Path("/var/lib/cni-operator"),
+            help="the agent's own files: quarantine, install record, datapath-check leases",
+        )
+
+    run = sub.add_parser("run", help="install, quarantine, inventory, check and report, until stopped")
+    paths(run)
+    run.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="this node (default: $NODE_NAME)")
+    run.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: $KUBECONFIG, or in-cluster)")
+    run.add_argument(
+        "--revision",
+        default=os.environ.get("CNI_OPERATOR_REVISION", ""),
+        help="the agent's own revision, used while the node has no revision label",
+    )
+    run.add_argument("--namespace", default="kube-system", help="where the conflist ConfigMaps are")
+    run.add_argument("--interval", type=float, default=10.0, help="seconds between local re-scans")
+    run.add_argument("--check-interval", type=float, default=600.0, help="seconds between passing datapath checks")
+    run.add_argument("--netns-prefix", default="cnio-chk-", help="name prefix of the check's network namespaces")
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.set_defaults(handler=_agent_run)
+
+    install = sub.add_parser("install-binaries", help="copy CNI plugin binaries atomically (the init container)")
+    install.add_argument("--from", dest="source", type=Path, required=True, help="folder of plugin binaries")
+    install.add_argument("--to", dest="target", type=Path, required=True, help="the node's CNI bin dir")
+    install.add_argument("--binaries", default=None, help="comma-separated names (default: every executable)")
+    install.set_defaults(handler=_agent_install_binaries)
+
+    check = sub.add_parser("check", help="run one datapath check of the active config; exit 1 when it fails")
+    paths(check)
+    check.add_argument("--pod-cidr", action="append", default=[], help="the node's pod CIDR (repeat for dual-stack)")
+    check.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="read the pod CIDRs of this node")
+    check.add_argument("--kubeconfig", default=None, help="kubeconfig for --node-name")
+    check.add_argument("--netns-prefix", default="cnio-chk-", help="name prefix of the check's network namespaces")
+    check.set_defaults(handler=_agent_check)
+
+    restore = sub.add_parser("restore", help="put quarantined configs back into the conf dir")
+    paths(restore)
+    restore.add_argument("names", nargs="*", help="file names to restore (default: the newest copy of each)")
+    restore.set_defaults(handler=_agent_restore)
+
+
+def _agent_run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from cni_operator.agent.kube import KubeCluster, watch_node
+    from cni_operator.agent.runner import Agent, AgentSettings
+    from cni_operator.kube.client import api_client
+
+    if not args.node_name:
+        raise UserFacingError("--node-name (or $NODE_NAME) is required: the agent reports for one node")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = AgentSettings(
+        node_name=args.node_name,
+        conf_dir=args.conf_dir,
+        bin_dir=args.bin_dir,
+        state_dir=args.state_dir,
+        revision=args.revision,
+        interval=args.interval,
+        check_interval=args.check_interval,
+        netns_prefix=args.netns_prefix,
+    )
+    client = api_client(args.kubeconfig)
+    stop, changed = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        changed.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    watch_node(client, args.node_name, changed, stop)
+    Agent(settings, KubeCluster(client, args.namespace)).run(stop, changed)
+    return 0
+
+
+def _agent_install_binaries(args: argparse.Namespace) -> int:
+    from cni_operator.agent.files import install_binaries
+    from cni_operator.agent.inventory import BINARY_MANIFEST
+
+    names = [n.strip() for n in args.binaries.split(",") if n.strip()] if args.binaries else None
+    try:
+        installed = install_binaries(args.source, args.target, names, manifest=BINARY_MANIFEST)
+    except OSError as err:
+        raise UserFacingError(str(err)) from err
+    for binary in installed:
+        state = "installed" if binary.changed else "unchanged"
+        out.print(f"{binary.name}: {state} sha256:{binary.sha256}", highlight=False)
+    return 0
+
+
+def _agent_check(args: argparse.Namespace) -> int:
+    import json
+
+    from cni_operator.agent.runner import check_active_config
+
+    cidrs = list(args.pod_cidr)
+    if not cidrs and args.node_name:
+        from cni_operator.agent.kube import KubeCluster
+        from cni_operator.kube.client import api_client
+
+        cidrs = KubeCluster(api_client(args.kubeconfig)).node(args.node_name).pod_cidrs
+    if not cidrs:
+        raise UserFacingError("give the node's pod CIDRs with --pod-cidr, or --node-name to read them from the Node")
+    result = check_active_config(args.conf_dir, args.bin_dir, cidrs, args.state_dir, prefix=args.netns_prefix)
+    sys.stdout.write(json.dumps({**result.as_status(), "addresses": result.addresses}, indent=2) + "\n")
+    return 0 if result.passed else 1
+
+
+def _agent_restore(args: argparse.Namespace) -> int:
+    from cni_operator.agent.quarantine import Quarantine
+
+    quarantine = Quarantine(args.state_dir / "quarantine")
+    if args.names:
+        entries = {e.name: e for e in quarantine.entries()}  # the newest of each name wins
+        unknown = [n for n in args.names if n not in entries]
+        if unknown:
+            raise UserFacingError(f"not in quarantine: {', '.join(unknown)} (have: {', '.join(sorted(entries))})")
+        for name in args.names:
+            try:
+                quarantine.restore(entries[name], args.conf_dir)
+            except FileExistsError as err:
+                raise UserFacingError(str(err)) from err
+            console.print(f"restored {name}")
+        return 0
+    restored, conflicts = quarantine.restore_all(args.conf_dir)
+    for name in restored:
+        console.print(f"restored {name}")
+    for name in conflicts:
+        console.print(f"[yellow]kept {name} in quarantine: {args.conf_dir} holds a file of that name[/]")
+    return 1 if conflicts else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -187,9 +337,9 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _crd(args: argparse.Namespace) -> int:
-    from cni_operator.api.crd import render_crd_yaml
+    from cni_operator.api.crd import KINDS, render_crd_yaml
 
-    text = render_crd_yaml()
+    text = render_crd_yaml(KINDS[args.kind])
     if args.write:
         for path in (args.write, *args.also):
             path.write_text(text)

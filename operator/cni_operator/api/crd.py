@@ -1,4 +1,4 @@
-"""Generate `crds/clusternetwork.yaml` from the pydantic models, so the models stay the one source of the schema.
+"""Generate the CRDs (`crds/*.yaml`) from the pydantic models, so the models stay the one source of the schema.
 
 Pydantic's JSON Schema becomes a structural OpenAPI v3 schema: references inlined, optionals unwrapped,
 int-or-string unions marked, titles dropped, and empty defaults added to nested objects so the API server fills in
@@ -8,11 +8,15 @@ their own defaults (`rollout: {}` gets `maxUnavailable: 1` and the rest).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
+from cni_operator.api import nodestate
 from cni_operator.api import v1alpha1 as api
 
 CRD_PATH = Path("crds") / "clusternetwork.yaml"
@@ -64,44 +68,108 @@ def _structural(node: Any) -> Any:
     return node
 
 
-def openapi_schema() -> dict[str, Any]:
-    raw = api.ClusterNetwork.model_json_schema(by_alias=True, mode="validation")
-    defs = raw.pop("$defs", {})
-    schema: dict[str, Any] = _structural(_resolve(raw, defs))
+def _clusternetwork_schema(schema: dict[str, Any]) -> None:
     props = schema["properties"]
-    props["metadata"] = {"type": "object"}
-    props["apiVersion"] = {"type": "string", "description": "cni-operator.dev/v1alpha1"}
-    props["kind"] = {"type": "string", "description": "ClusterNetwork"}
     props["spec"].setdefault("x-kubernetes-validations", []).extend(api.SPEC_RULES["x-kubernetes-validations"])
     status = props["status"]
     conditions = status["properties"]["conditions"]
     conditions.update({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})
     conditions["items"]["required"] = ["type", "status", "reason", "lastTransitionTime"]
     schema["required"] = ["spec"]
-    schema["description"] = (
+
+
+@dataclass(frozen=True)
+class CrdKind:
+    """What differs between the operator's CRDs; the schema itself always comes from `model`."""
+
+    model: type[BaseModel]
+    kind: str
+    plural: str
+    short_names: list[str]
+    path: Path
+    description: str
+    columns: list[dict[str, Any]]
+    customize: Callable[[dict[str, Any]], None] = field(default=lambda schema: None)
+
+
+CLUSTER_NETWORK = CrdKind(
+    model=api.ClusterNetwork,
+    kind=api.KIND,
+    plural=api.PLURAL,
+    short_names=["cnet"],
+    path=CRD_PATH,
+    description=(
         "ClusterNetwork declares the cluster's CNI plugin, its release and settings; cni-operator renders, rolls out "
         "and upgrades it. One per cluster."
-    )
+    ),
+    columns=[
+        {"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin"},
+        {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {
+            "name": "Updated",
+            "type": "integer",
+            "jsonPath": ".status.nodes.updated",
+            "description": "nodes on the target revision",
+        },
+        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+    customize=_clusternetwork_schema,
+)
+
+NODE_NETWORK_STATE = CrdKind(
+    model=nodestate.NodeNetworkState,
+    kind=nodestate.KIND,
+    plural=nodestate.PLURAL,
+    short_names=nodestate.SHORT_NAMES,
+    path=Path("crds") / "nodenetworkstate.yaml",
+    description=(
+        "NodeNetworkState is what cni-operator's node agent found on one node (CNI configs, binaries, drift) and "
+        "the result of its datapath check; named after the node, written by its agent, read by the operator."
+    ),
+    columns=[
+        {"name": "Revision", "type": "string", "jsonPath": ".status.revision"},
+        {"name": "Active", "type": "string", "jsonPath": ".status.activeConfig.file"},
+        {"name": "Datapath", "type": "string", "jsonPath": ".status.datapath.reason"},
+        {"name": "Checked", "type": "date", "jsonPath": ".status.datapath.checkedAt"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+)
+
+KINDS = {crd.kind: crd for crd in (CLUSTER_NETWORK, NODE_NETWORK_STATE)}
+
+
+def openapi_schema(crd: CrdKind = CLUSTER_NETWORK) -> dict[str, Any]:
+    raw = crd.model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    schema: dict[str, Any] = _structural(_resolve(raw, defs))
+    props = schema["properties"]
+    props["metadata"] = {"type": "object"}
+    props["apiVersion"] = {"type": "string", "description": f"{api.GROUP}/{api.VERSION}"}
+    props["kind"] = {"type": "string", "description": crd.kind}
+    crd.customize(schema)
+    schema["description"] = crd.description
     return schema
 
 
-def custom_resource_definition() -> dict[str, Any]:
+def custom_resource_definition(crd: CrdKind = CLUSTER_NETWORK) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
         "metadata": {
-            "name": f"{api.PLURAL}.{api.GROUP}",
+            "name": f"{crd.plural}.{api.GROUP}",
             "labels": {"app.kubernetes.io/name": "cni-operator", "app.kubernetes.io/component": "crd"},
         },
         "spec": {
             "group": api.GROUP,
             "scope": "Cluster",
             "names": {
-                "kind": api.KIND,
-                "listKind": f"{api.KIND}List",
-                "plural": api.PLURAL,
-                "singular": api.KIND.lower(),
-                "shortNames": ["cnet"],
+                "kind": crd.kind,
+                "listKind": f"{crd.kind}List",
+                "plural": crd.plural,
+                "singular": crd.kind.lower(),
+                "shortNames": crd.short_names,
                 "categories": ["cni-operator"],
             },
             "versions": [
@@ -110,26 +178,14 @@ def custom_resource_definition() -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Plugin", "type": "string", "jsonPath": ".spec.plugin"},
-                        {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {
-                            "name": "Updated",
-                            "type": "integer",
-                            "jsonPath": ".status.nodes.updated",
-                            "description": "nodes on the target revision",
-                        },
-                        {"name": "Nodes", "type": "integer", "jsonPath": ".status.nodes.total"},
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {"openAPIV3Schema": openapi_schema()},
+                    "additionalPrinterColumns": crd.columns,
+                    "schema": {"openAPIV3Schema": openapi_schema(crd)},
                 }
             ],
         },
     }
 
 
-def render_crd_yaml() -> str:
+def render_crd_yaml(crd: CrdKind = CLUSTER_NETWORK) -> str:
     header = "# Generated from cni_operator.api by 'cni-operator crd'; do not edit by hand.\n"
-    return header + yaml.safe_dump(custom_resource_definition(), sort_keys=False, width=120)
+    return header + yaml.safe_dump(custom_resource_definition(crd), sort_keys=False, width=120)
