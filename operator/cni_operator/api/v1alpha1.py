@@ -280,6 +280,20 @@ class SkewFinding(_Model):
     nodes: list[str] = Field(default_factory=list, description="nodes concerned (empty for cluster-wide findings)")
 
 
+class AgentProblem(_Model):
+    node: str = Field(description="the node whose agent reports it")
+    kind: Literal["Drift", "Datapath"] = Field(description="Drift (differs from the rendered revision) or Datapath")
+    message: str = Field("", description="what the agent saw and did")
+
+
+class AgentSummary(_Model):
+    reporting: int = Field(0, ge=0, description="nodes with a node agent report (NodeNetworkState)")
+    datapath_passing: int = Field(0, ge=0, description="of those, nodes whose last datapath check passed")
+    problems: list[AgentProblem] = Field(
+        default_factory=list, max_length=20, description="drift and failing checks (the first 20; kubectl get nns)"
+    )
+
+
 class ClusterNetworkStatus(_Model):
     """What the operator observed and did; never written by users."""
 
@@ -306,6 +320,9 @@ class ClusterNetworkStatus(_Model):
         default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"
     )
     skew: list[SkewFinding] = Field(default_factory=list, description="version-skew findings for this cluster")
+    agents: AgentSummary = Field(
+        default_factory=AgentSummary, description="what the node agents report, where they run (reference plugins)"
+    )
     inventory_kinds: list[str] = Field(
         default_factory=list,
         max_length=64,

@@ -222,3 +222,11 @@ def node_event(name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
     queue = _queue()
     for network in list(queue.known):
         queue.kick(network, delay=0.2)
+
+
+@kopf.on.event(api.GROUP, api.VERSION, "nodenetworkstates")
+def agent_report_event(**_: Any) -> None:
+    """A node agent's report changed (drift, a datapath check): the health gate and status read it."""
+    queue = _queue()
+    for network in list(queue.known):
+        queue.kick(network, delay=0.2)

@@ -38,6 +38,7 @@ from cni_operator.plan.upgrade import check_step
 from cni_operator.plan.validate import SpecError, validate
 from cni_operator.render import labels as L
 from cni_operator.render.engine import Renderer, Rendering, canonical_spec
+from cni_operator.status import agents
 from cni_operator.status import conditions as C
 
 log = logging.getLogger(__name__)
@@ -199,6 +200,7 @@ class Reconciler:
             "waveCount": plan.wave_count,
             "failedNodes": failed_nodes,
             "failedRevision": plan.failed_revision,
+            "agents": agents.summarise(self.mover.agent_reports()),
         }
         observation = dataclasses.replace(observation, extra={**observation.extra, **extra})
         outcome = self._outcome(status, observation, "Warning" if plan.failed_revision else None)

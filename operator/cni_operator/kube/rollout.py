@@ -89,6 +89,16 @@ class NodeMover:
             return False, f"the agent has not checked revision {revision} yet"
         return bool(datapath.get("passed")), str(datapath.get("message") or datapath.get("reason") or "")
 
+    def agent_reports(self) -> list[dict[str, Any]]:
+        """Every node agent's report; none where no agent (or no agent CRD) runs."""
+        try:
+            items: list[dict[str, Any]] = self.custom.list_cluster_custom_object(*AGENT_REPORT)["items"]
+        except ApiException as err:
+            if err.status == 404:
+                return []
+            raise
+        return items
+
     # -- act ---------------------------------------------------------------------------------------------------
 
     def patch(self, patch: NodePatch) -> None:
