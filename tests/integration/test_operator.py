@@ -136,6 +136,26 @@ def test_update_rolls_a_new_revision_and_prunes_the_old(networks: Networks) -> N
     assert "Pruned" in {e.reason for e in networks.events("update")}
 
 
+def test_a_target_without_an_upgrade_path_is_refused_and_changes_nothing(networks: Networks) -> None:
+    networks.create("skip", example="cilium", version="v1.17.18")
+    networks.wait_ready("skip")
+    before = {o.metadata.name: o.metadata.resource_version for o in networks.owned_daemonsets("skip")}
+    nodes = {n.metadata.name: n.metadata.resource_version for n in networks.core.list_node().items}
+    networks.patch_spec("skip", {"version": "v1.19.6"})
+    degraded = eventually(
+        lambda: networks.condition("skip", "Degraded"),
+        lambda c: c.get("reason") == "UpgradePathRefused",
+        what="the skipped release refused",
+    )
+    assert "v1.17.18 -> v1.18.12 -> v1.19.6" in degraded["message"]
+    assert "set spec.version to v1.18.12 first" in degraded["message"]
+    assert networks.get("skip")["status"]["phase"] == "Degraded"
+    assert {o.metadata.name: o.metadata.resource_version for o in networks.owned_daemonsets("skip")} == before
+    assert {n.metadata.name: n.metadata.resource_version for n in networks.core.list_node().items} == nodes
+    networks.patch_spec("skip", {"version": "v1.18.12"})  # the first step of the path is taken
+    networks.wait_ready("skip", timeout=120)
+
+
 def test_drift_is_repaired(networks: Networks) -> None:
     networks.create("drift")
     networks.wait_ready("drift")
