@@ -244,7 +244,8 @@ class Condition(_Model):
 
 class WaveProgress(_Model):
     index: int = Field(ge=0, description="0 is the canary")
-    nodes: list[str] = Field(default_factory=list, description="nodes in this wave")
+    size: int = Field(0, ge=0, description="how many nodes the wave holds")
+    nodes: list[str] = Field(default_factory=list, description="nodes in this wave (the first 50 of large waves)")
     state: Literal["Pending", "InProgress", "Succeeded", "Failed", "RolledBack"] = Field(
         "Pending", description="where this wave is"
     )

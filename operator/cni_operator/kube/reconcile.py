@@ -43,6 +43,7 @@ from cni_operator.status import conditions as C
 
 log = logging.getLogger(__name__)
 HISTORY_LIMIT = 10
+WAVE_NODES_SHOWN = 50  # status stays small on 5,000 nodes; the node labels say where every node is
 
 
 @dataclass
@@ -196,7 +197,10 @@ class Reconciler:
         extra = {
             "revisionHistory": history,
             "inventoryKinds": recorded,
-            "waves": [{"index": w.index, "nodes": list(w.nodes), "state": w.state} for w in plan.waves],
+            "waves": [
+                {"index": w.index, "size": len(w.nodes), "nodes": list(w.nodes[:WAVE_NODES_SHOWN]), "state": w.state}
+                for w in plan.waves
+            ],
             "waveCount": plan.wave_count,
             "failedNodes": failed_nodes,
             "failedRevision": plan.failed_revision,
