@@ -23,6 +23,8 @@ from cni_operator.api import v1alpha1 as api
 from cni_operator.plan.rollout import MOVE_ANNOTATION, Move, Phase
 from cni_operator.render import labels as L
 from cni_operator.sandbox import Sandbox, SandboxConfig, SandboxError, fake_nodes
+from cni_operator.sandbox.cluster import create_nodes
+from cni_operator.sandbox.nodes import FakeNode
 from tests.integration.conftest import REPO, OperatorProcess, wait_established
 from tests.waiting import eventually
 
@@ -388,7 +390,7 @@ def test_failed_upgrade_is_rolled_back_automatically(network: Network, kube: Any
     network.assert_settled_on(good)
 
 
-def test_pause_and_resume(network: Network, kube: Any) -> None:
+def test_pause_and_resume(network: Network, kube: Any, operator: OperatorProcess) -> None:
     start = network.converge(spec("calico", "v3.31.7"))["status"]["targetRevision"]
     rollout = {"canary": {"nodes": 1}, "maxUnavailable": 2}
     network.apply(spec("calico", "v3.31.7", mtu=1400, rollout={**rollout, "paused": True}))
@@ -396,6 +398,7 @@ def test_pause_and_resume(network: Network, kube: Any) -> None:
     assert "paused: false" in paused["message"]
     time.sleep(3)
     assert network.revisions() == Counter({start: NODES})  # nothing moved
+    _a_new_node_runs_the_target_without_the_operator(network, kube, operator, paused["targetRevision"])
     network.patch({"rollout": {"paused": False}})
     target = paused["targetRevision"]
     eventually(network.revisions, lambda r: r[target] >= 5, timeout=120, what="a few waves on the new revision")
@@ -409,6 +412,45 @@ def test_pause_and_resume(network: Network, kube: Any) -> None:
     network.patch({"rollout": {"paused": False}})
     network.wait_phase("Ready")
     network.assert_settled_on(target)
+
+
+def _a_new_node_runs_the_target_without_the_operator(
+    network: Network, kube: Any, operator: OperatorProcess, target: str
+) -> None:
+    """A node that joins mid-rollout gets the target revision's CNI pod from the DaemonSet alone; the operator,
+    once back, only labels it."""
+    operator.kill()
+    late = FakeNode("node-late", pod_cidr="10.244.250.0/24")
+    create_nodes(kube, [late])
+    try:
+        pods = eventually(
+            lambda: network.core.list_pod_for_all_namespaces(field_selector="spec.nodeName=node-late").items,
+            lambda pods: any(
+                p.metadata.labels.get(L.REVISION) == target
+                and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+                for p in pods
+            ),
+            timeout=60,
+            what="the target's CNI pod Ready on the new node",
+        )
+        assert {p.metadata.labels.get(L.REVISION) for p in pods if L.REVISION in p.metadata.labels} == {target}
+        operator.start()
+        eventually(
+            lambda: network.core.read_node("node-late").metadata.labels.get(L.NODE_REVISION),
+            lambda revision: revision == target,
+            timeout=60,
+            what="the operator labels the new node with the target revision",
+        )
+    finally:
+        if operator.procs[-1].poll() is not None:
+            operator.start()
+        network.core.delete_node("node-late")
+        eventually(
+            lambda: [n.metadata.name for n in network.core.list_node().items],
+            lambda names: "node-late" not in names,
+            timeout=30,
+            what="node-late gone",
+        )
 
 
 def test_operator_killed_during_a_swap_finishes_it(
