@@ -14,7 +14,7 @@ from typing import Any
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-VERSION_SKEW = "VersionSkew"
+COMPATIBLE = "Compatible"  # version skew, positive polarity: see plan/skew.py
 
 
 def now() -> str:
