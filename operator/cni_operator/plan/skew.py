@@ -620,8 +620,12 @@ def plan_kubernetes_upgrade(catalog: Catalog, kubernetes_version: str) -> list[R
             newest = max(both or after, key=lambda r: parse_version(r.version), default=None)
             if newest is None:
                 others = [r for r in catalog.releases_of(plugin) if supports(r, target)]
+                swaps = [
+                    p for p in catalog.plugins() if p not in (plugin, "multus") and supports(catalog.latest(p), target)
+                ]
                 advice = (
-                    f"no {plugin} release in the catalog supports Kubernetes {minor}"
+                    f"no {plugin} release in the catalog supports Kubernetes {minor}: stay on {previous}"
+                    + (f", or swap to {', '.join(swaps)}" if swaps else "")
                     if not others
                     else f"no upgrade path reaches a {plugin} release for {minor}: reinstall with "
                     f"{plugin} {others[-1].version}"
