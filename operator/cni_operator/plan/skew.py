@@ -624,7 +624,8 @@ def plan_kubernetes_upgrade(catalog: Catalog, kubernetes_version: str) -> list[R
                     p for p in catalog.plugins() if p not in (plugin, "multus") and supports(catalog.latest(p), target)
                 ]
                 advice = (
-                    f"no {plugin} release in the catalog supports Kubernetes {minor}: stay on {previous}"
+                    f"no {plugin} release in the catalog supports Kubernetes {minor}: stay on "
+                    f"{max((r.compatibility.kubernetes[-1] for r in [*reachable, release]), key=parse_version)}"
                     + (f", or swap to {', '.join(swaps)}" if swaps else "")
                     if not others
                     else f"no upgrade path reaches a {plugin} release for {minor}: reinstall with "
