@@ -182,6 +182,7 @@ def test_warnings_keep_it_compatible() -> None:
         ("flannel/v0.27.4", ["flannel/v0.28.9"], False, "TargetUnsupported", True),  # downgrade out of range
         ("flannel/v0.27.4", ["flannel/v0.28.9"], True, "UnsupportedAllowed", False),
         ("calico/v3.31.7", ["calico/v3.31.7"], False, "RunningUnsupported", False),  # the cluster moved under it
+        ("calico/v3.31.7", ["calico/v3.31.7"], True, "UnsupportedAllowed", False),  # knowingly kept
         ("calico/v3.32.1", ["calico/v3.31.7"], False, "RunningUnsupported", False),  # upgrading to the fix
         ("calico/v3.32.1", ["flannel/v0.27.4"], False, "RunningUnsupported", False),  # swapping away from it
         ("calico/v3.31.7", ["flannel/v0.28.9"], False, "TargetUnsupported", True),  # swapping to an unsupported one

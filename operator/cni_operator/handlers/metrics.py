@@ -65,7 +65,7 @@ def record_skew(name: str, status: dict[str, object]) -> None:
         SKEW_FINDINGS.labels(name, *key).set(0.0)
     for key, count in counts.items():
         SKEW_FINDINGS.labels(name, *key).set(float(count))
-    seen |= counts.keys()
+    seen.update(counts)
     conditions = status.get("conditions") or []
     assert isinstance(conditions, list)
     compatible = next((c for c in conditions if c.get("type") == COMPATIBLE), None)

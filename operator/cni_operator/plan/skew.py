@@ -512,23 +512,23 @@ def evaluate(
         return advice
 
     warnings = [f for f in findings if f.severity is Severity.WARNING]
-    if new_unsupported:
+    allowed = [r for r in target if r.key in unsupported] if allow_unsupported else []
+    if refused:
         keys = ", ".join(r.key for r in new_unsupported)
         fix = next_step()
-        if refused:
-            reason = "TargetUnsupported"
-            message = (
-                f"refused {keys}: {summary(new_unsupported)}. The running network is left as it is. "
-                + (f"Pick a release that suits the cluster ({fix}), " if fix else "Pick a release that suits it, ")
-                + "or set spec.versionPolicy.allowUnsupported: true to roll it out anyway"
-            )
-        else:
-            reason = "UnsupportedAllowed"
-            message = (
-                f"rolling out {keys} although it does not suit the cluster "
-                f"(spec.versionPolicy.allowUnsupported): {summary(new_unsupported)}" + (f"; {fix}" if fix else "")
-            )
-        condition = ConditionUpdate(COMPATIBLE, False, reason, message)
+        message = (
+            f"refused {keys}: {summary(new_unsupported)}. The running network is left as it is. "
+            + (f"Pick a release that suits the cluster ({fix}), " if fix else "Pick a release that suits it, ")
+            + "or set spec.versionPolicy.allowUnsupported: true to roll it out anyway"
+        )
+        condition = ConditionUpdate(COMPATIBLE, False, "TargetUnsupported", message)
+    elif allowed:
+        fix = next_step()
+        message = (
+            f"{', '.join(r.key for r in allowed)} does not suit the cluster and runs anyway because "
+            f"spec.versionPolicy.allowUnsupported is true: {summary(allowed)}" + (f"; {fix}" if fix else "")
+        )
+        condition = ConditionUpdate(COMPATIBLE, False, "UnsupportedAllowed", message)
     elif running_unsupported:
         fix = next_step()
         message = (
