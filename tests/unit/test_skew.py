@@ -84,6 +84,9 @@ def kinds(findings: Any, severity: Severity | None = None) -> list[str]:
             cluster("v1.36.3", node(os="windows", arch="riscv64", runtime="docker://1")), release(), [], id="windows"
         ),
         pytest.param(cluster("not-a-version"), release(), ["UnknownVersion"], id="garbage-server-version"),
+        pytest.param(
+            cluster("v1.36.3", node(kubelet="", runtime="", arch="")), release(), [], id="node-not-reported-yet"
+        ),
     ],
 )
 def test_unsupported_findings_of_one_release(facts: ClusterFacts, rel: PluginRelease, expected: list[str]) -> None:

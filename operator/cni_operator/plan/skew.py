@@ -297,9 +297,10 @@ def release_findings(release: PluginRelease, facts: ClusterFacts) -> list[Findin
                 )
             )
 
-    findings += _runtime_findings(release, facts.nodes)
+    # a node whose kubelet has not reported yet has no nodeInfo to judge (an UnknownVersion warning says so)
+    findings += _runtime_findings(release, known)
 
-    linux = [n for n in facts.nodes if n.os == LINUX]
+    linux = [n for n in known if n.os == LINUX]
     for arch, group in _group((n for n in linux if n.arch not in compat.architectures), lambda n: n.arch).items():
         names = _names(group)
         findings.append(
