@@ -93,6 +93,21 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_agent_commands(commands)
 
+    skew = commands.add_parser(
+        "skew",
+        help="version skew: does the plugin suit the live cluster, or which releases suit a planned Kubernetes",
+        description="Without --kubernetes-version: read the cluster from the kubeconfig and print its nodes, the "
+        "findings for the ClusterNetwork's running and target releases, and every catalog release's fit (exit 1 "
+        "when the ClusterNetwork's releases do not suit the cluster). With --kubernetes-version: offline, for a "
+        "planned Kubernetes upgrade, which plugin releases keep working and what to upgrade first.",
+    )
+    skew.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: $KUBECONFIG)")
+    skew.add_argument(
+        "--kubernetes-version", default=None, help="planned Kubernetes version, e.g. v1.36.0 (offline: no cluster)"
+    )
+    skew.add_argument("--plugin", default=None, help="only this plugin's releases")
+    skew.set_defaults(handler=_skew)
+
     demo = commands.add_parser("demo", help="bring up a sandbox and show the operator at work")
     _add_node_arguments(demo, default_nodes=3)
     demo.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
@@ -368,6 +383,153 @@ def _catalog(args: argparse.Namespace) -> int:
             )
     out.print(table)
     return 0
+
+
+def _skew(args: argparse.Namespace) -> int:
+    from cni_operator.catalog.loader import default_catalog
+
+    catalog = default_catalog()
+    if args.plugin and args.plugin not in catalog.plugins():
+        known = ", ".join(catalog.plugins())
+        raise UserFacingError(f"--plugin: the catalog has no plugin {args.plugin!r}; known: {known}")
+    if args.kubernetes_version:
+        return _skew_offline(catalog, args.kubernetes_version, args.plugin)
+    return _skew_live(catalog, args.kubeconfig, args.plugin)
+
+
+def _skew_offline(catalog: Any, kubernetes_version: str, plugin: str | None) -> int:
+    from cni_operator.catalog.versions import parse_version
+    from cni_operator.plan import skew as S
+
+    try:
+        plans = S.plan_kubernetes_upgrade(catalog, kubernetes_version)
+    except ValueError as err:
+        raise UserFacingError(str(err)) from err
+    major, minor, _ = parse_version(kubernetes_version)
+    table = Table(title=f"plugin releases on Kubernetes {major}.{minor}")
+    for column in ("plugin", "release", "supports", f"on {major}.{minor}", "before the upgrade"):
+        table.add_column(column)
+    for plan in plans:
+        release = plan.release
+        if plugin and release.plugin != plugin:
+            continue
+        kube = release.compatibility.kubernetes
+        table.add_row(
+            release.plugin,
+            release.version + (" (archived)" if release.status.value == "archived" else ""),
+            f"{kube[0]}-{kube[-1]}",
+            "[green]works[/]" if plan.works else "[red]does not work[/]",
+            "-" if plan.works else plan.advice,
+        )
+    out.print(table)
+    oldest = minor - S.kubelet_max_behind((major, minor), (major, minor - S.KUBELET_MAX_BEHIND))
+    out.print(
+        f"Kubernetes' skew policy: the API server moves one minor at a time; kubelets may stay at {major}.{oldest} "
+        f"to {major}.{minor} (never newer than the API server). Upgrade the plugin first where a row says so.",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
+    from kubernetes import client
+    from kubernetes.config import ConfigException
+
+    from cni_operator.api import v1alpha1 as api
+    from cni_operator.kube import skew as kube_skew
+    from cni_operator.plan import skew as S
+    from cni_operator.plan.validate import SpecError, validate
+
+    if not (kubeconfig or os.environ.get("KUBECONFIG") or Path.home().joinpath(".kube", "config").exists()):
+        raise UserFacingError(
+            "no kubeconfig: pass --kubeconfig or set KUBECONFIG, or pass --kubernetes-version V for an offline answer"
+        )
+    from cni_operator.kube.client import api_client
+
+    try:
+        api_client_ = api_client(kubeconfig)
+        facts = kube_skew.observe(api_client_)
+        custom: Any = client.CustomObjectsApi(api_client_)
+        try:
+            networks = custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)["items"]
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+            networks = []  # the CRD is not installed: no ClusterNetwork
+    except (ConfigException, OSError) as err:
+        raise UserFacingError(f"cannot read the cluster from the kubeconfig: {err}") from err
+    except client.ApiException as err:
+        raise UserFacingError(f"the API server refused: {err.status} {err.reason}") from err
+
+    nodes = Table(title=f"cluster: API server {facts.server_version}, {len(facts.nodes)} nodes")
+    for column in ("node", "kubelet", "runtime", "os/arch", "revision"):
+        nodes.add_column(column)
+    for node in facts.nodes:
+        platform = f"{node.os}/{node.arch}"
+        nodes.add_row(node.name, node.kubelet_version, node.container_runtime_version, platform, node.revision or "-")
+    out.print(nodes)
+
+    code = 0
+    alive = [n for n in networks if not n["metadata"].get("deletionTimestamp")] or networks
+    if alive:
+        active = min(alive, key=lambda n: (n["metadata"]["creationTimestamp"], n["metadata"]["name"]))
+        name = active["metadata"]["name"]
+        try:
+            validated = validate(active.get("spec"), catalog)
+        except SpecError as err:
+            raise UserFacingError(f"ClusterNetwork {name} is invalid:\n{err}") from err
+        status = active.get("status") or {}
+        running = S.releases_in_use(status, catalog, (n.revision for n in facts.nodes))
+        report = S.evaluate(
+            facts,
+            catalog,
+            (validated.release, *validated.overlays),
+            running,
+            allow_unsupported=validated.spec.version_policy.allow_unsupported,
+        )
+        findings = Table(
+            title=f"ClusterNetwork {name}: target {validated.release.key}, running "
+            + (", ".join(r.key for r in running) or "nothing yet")
+        )
+        for column in ("kind", "severity", "release", "nodes", "what to do"):
+            findings.add_column(column)
+        for finding in report.findings:
+            findings.add_row(
+                finding.kind.value,
+                "[red]Unsupported[/]" if finding.severity is S.Severity.UNSUPPORTED else "[yellow]Warning[/]",
+                finding.release or "cluster",
+                ", ".join(finding.nodes[:5]) + (f" (+{len(finding.nodes) - 5})" if len(finding.nodes) > 5 else ""),
+                finding.message,
+            )
+        if report.findings:
+            out.print(findings)
+        colour = "green" if report.compatible else "red"
+        out.print(
+            f"[{colour}]Compatible={'True' if report.compatible else 'False'}[/] ({report.condition.reason}): "
+            f"{report.message}",
+            soft_wrap=True,
+            highlight=False,
+        )
+        code = 0 if report.compatible else 1
+    else:
+        out.print("no ClusterNetwork in this cluster: the table below says which releases would suit it")
+
+    fit = Table(title="catalog releases on this cluster")
+    for column in ("plugin", "release", "suits", "why not"):
+        fit.add_column(column)
+    for name in catalog.plugins():
+        if plugin and name != plugin:
+            continue
+        for release in catalog.releases_of(name):
+            blocking = [f for f in S.release_findings(release, facts) if f.severity is S.Severity.UNSUPPORTED]
+            fit.add_row(
+                name,
+                release.version,
+                "[red]no[/]" if blocking else "[green]yes[/]",
+                "; ".join(f.message for f in blocking) or "-",
+            )
+    out.print(fit)
+    return code
 
 
 def _add_node_arguments(parser: argparse.ArgumentParser, default_nodes: int = 3) -> None:

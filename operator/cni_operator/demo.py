@@ -17,6 +17,7 @@ from rich.table import Table
 from cni_operator.api import v1alpha1 as api
 from cni_operator.api.crd import CRD_PATH
 from cni_operator.catalog.loader import data_root, default_catalog
+from cni_operator.catalog.versions import minor_of
 from cni_operator.kube.apply import Applier
 from cni_operator.operator_main import command as operator_command
 from cni_operator.sandbox import Sandbox
@@ -56,9 +57,16 @@ def run_demo(box: Sandbox, console: Console, *, detached: bool) -> int:
     example = root / "examples" / "flannel.yaml"
     console.print(f"[bold]3.[/] applying {example.relative_to(root)}")
     network = yaml.safe_load(example.read_text())
+    # Releases that list the sandbox's Kubernetes minor: others are refused (version skew) without allowUnsupported.
+    minor = minor_of(str(client.VersionApi(api_client).get_code().git_version))
     releases = default_catalog().releases_of("flannel")
-    network["spec"]["version"] = releases[-2].version if len(releases) > 1 else releases[-1].version
-    console.print(f"   (at {network['spec']['version']}, so that an upgrade to {releases[-1].version} is left to try)")
+    fitting = [r for r in releases if minor in r.compatibility.kubernetes] or releases[-1:]
+    upgrade_to = fitting[-1].version if len(fitting) > 1 else None
+    network["spec"]["version"] = fitting[-2].version if upgrade_to else fitting[-1].version
+    if upgrade_to:
+        console.print(f"   (at {network['spec']['version']}, so that an upgrade to {upgrade_to} is left to try)")
+    else:
+        console.print(f"   (at {network['spec']['version']}, the one release that supports Kubernetes {minor})")
     applier.apply(network)
     status = _follow(api_client, network["metadata"]["name"], console, operator)
     if status.get("phase") != "Ready":
@@ -66,7 +74,7 @@ def run_demo(box: Sandbox, console: Console, *, detached: bool) -> int:
         console.print(box.log_tail("cni-operator", 40) if (box.log_dir / "cni-operator.log").exists() else "")
         return 1
     _show_result(api_client, network["metadata"]["name"], console)
-    _next_steps(box, console, detached=detached, upgrade_to=releases[-1].version)
+    _next_steps(box, console, detached=detached, upgrade_to=upgrade_to)
     if not detached:
         operator.terminate()
         operator.wait(timeout=30)
@@ -136,17 +144,24 @@ def _show_result(api_client: Any, name: str, console: Console) -> None:
         console.print(table)
 
 
-def _next_steps(box: Sandbox, console: Console, *, detached: bool, upgrade_to: str) -> None:
+def _next_steps(box: Sandbox, console: Console, *, detached: bool, upgrade_to: str | None) -> None:
     kubectl = Path(box.bin_dir) / "kubectl"
+    upgrade = (
+        [
+            "# upgrade Flannel to the next release in the catalog (canary, then waves of nodes):",
+            'kubectl patch cnet default --type merge -p \'{"spec":{"version":"' + upgrade_to + "\"}}'",
+        ]
+        if upgrade_to
+        else []
+    )
     lines = [
         f"export KUBECONFIG={box.kubeconfig}",
         f"alias kubectl={kubectl}",
         "kubectl get clusternetworks            # short name: cnet",
-        "# upgrade Flannel to the next release in the catalog:",
-        'kubectl patch cnet default --type merge -p \'{"spec":{"version":"' + upgrade_to + "\"}}'",
+        *upgrade,
         "# change a setting that reaches the nodes (a new revision):",
         'kubectl patch cnet default --type merge -p \'{"spec":{"mtu":1400}}\'',
-        "# swap the plugin to Calico:",
+        "# swap the plugin to Calico (node by node: cordon, evict, switch, uncordon):",
         "kubectl patch cnet default --type merge -p "
         '\'{"spec":{"plugin":"calico","version":"'
         + default_catalog().latest("calico").version

@@ -234,7 +234,7 @@ class ConditionStatus(StrEnum):
 class Condition(_Model):
     """A kstatus-style condition, as metav1.Condition (Flux and Argo CD health checks read these)."""
 
-    type: str = Field(max_length=316, description="Ready, Progressing, Degraded or VersionSkew")
+    type: str = Field(max_length=316, description="Ready, Progressing, Degraded or Compatible")
     status: ConditionStatus = Field(description="True, False or Unknown")
     reason: str = Field(max_length=1024, description="CamelCase reason")
     message: str = Field("", max_length=32768, description="what happened and what to do")
@@ -276,9 +276,20 @@ class NodeCounts(_Model):
 
 
 class SkewFinding(_Model):
-    kind: str = Field(description="what does not fit, e.g. KubernetesVersion, KubeletVersion, ContainerRuntime")
+    kind: str = Field(
+        description="what does not fit: KubernetesVersion, KubeletVersion, ContainerRuntime, CniSpecVersion, "
+        "Architecture, OperatingSystem, KubeletSkew, ArchivedRelease or UnknownVersion"
+    )
+    severity: Literal["Unsupported", "Warning"] = Field(
+        "Unsupported",
+        description="Unsupported: the catalog does not support the release here (a new target is refused); "
+        "Warning: worth fixing, the release still suits the cluster",
+    )
+    release: str = Field("", description="the plugin release concerned, e.g. calico/v3.31.7 (empty: the cluster)")
     message: str = Field(description="what does not fit and what to do")
-    nodes: list[str] = Field(default_factory=list, description="nodes concerned (empty for cluster-wide findings)")
+    nodes: list[str] = Field(
+        default_factory=list, description="nodes concerned, at most 50 (empty for cluster-wide findings)"
+    )
 
 
 class AgentProblem(_Model):
@@ -303,7 +314,7 @@ class ClusterNetworkStatus(_Model):
         "Pending", description="one word summary; the conditions hold the details"
     )
     conditions: list[Condition] = Field(
-        default_factory=list, description="Ready, Progressing, Degraded and VersionSkew (kstatus conventions)"
+        default_factory=list, description="Ready, Progressing, Degraded and Compatible (kstatus conventions)"
     )
     current_revision: str = Field("", description="the revision every node ran before the rollout in progress")
     target_revision: str = Field("", description="the revision the spec renders")

@@ -21,6 +21,7 @@ from kubernetes.client import ApiClient, ApiException
 from cni_operator.api import v1alpha1 as api
 from cni_operator.catalog.loader import Catalog
 from cni_operator.catalog.model import ComponentScope
+from cni_operator.kube import skew as kube_skew
 from cni_operator.kube.apply import Applier
 from cni_operator.kube.inventory import (
     DESTRUCTIVE_KINDS,
@@ -98,6 +99,14 @@ class Reconciler:
         except SpecError as err:
             message = "the spec cannot be rolled out; nothing was changed: " + "; ".join(map(str, err.problems))
             return self._outcome(status, C.degraded(generation, "InvalidSpec", message), "Warning")
+
+        # -- version skew (issue 7): a new target that does not suit the cluster is refused, nothing applied --
+        skew = kube_skew.check(self.api_client, self.catalog, status, validated)
+        if skew.refused:
+            refused = self._outcome(status, kube_skew.refusal(skew, generation), "Warning")
+            kube_skew.merge_into(refused, status, skew, generation)
+            return refused
+        # -- end of version skew --
 
         server_version = self.server_version()
         rendering = self.renderer.render(validated, kubernetes_version=server_version)
@@ -209,6 +218,7 @@ class Reconciler:
         observation = dataclasses.replace(observation, extra={**observation.extra, **extra})
         outcome = self._outcome(status, observation, "Warning" if plan.failed_revision else None)
         outcome.events[:0] = events
+        kube_skew.merge_into(outcome, status, skew, generation)  # version skew (issue 7): status.skew, condition
         if plan.in_flight:
             outcome.retry_after = 2.0  # timeouts and drains advance with time, not only with events
         elif observation.phase != "Ready":

@@ -16,7 +16,7 @@ from cni_operator.plan.rollout import RolloutPlan
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-VERSION_SKEW = "VersionSkew"
+COMPATIBLE = "Compatible"  # version skew, positive polarity: see plan/skew.py
 
 
 def now() -> str:
