@@ -33,7 +33,7 @@ from cni_operator.kube.inventory import (
     managed_objects,
     prune,
 )
-from cni_operator.kube.rollout import NodeMover
+from cni_operator.kube.rollout import NodeMover, node_view
 from cni_operator.plan.rollout import NodePatch, NodeView, RolloutPlan, RolloutSettings, plan_rollout
 from cni_operator.plan.upgrade import check_step
 from cni_operator.plan.validate import SpecError, validate
@@ -101,17 +101,18 @@ class Reconciler:
             return self._outcome(status, C.degraded(generation, "InvalidSpec", message), "Warning")
 
         # -- version skew (issue 7): a new target that does not suit the cluster is refused, nothing applied --
-        skew = kube_skew.check(self.api_client, self.catalog, status, validated)
+        server_version = self.server_version()
+        node_list = self.mover.list_nodes()  # the one node LIST of this reconcile
+        skew = kube_skew.check(self.api_client, self.catalog, status, validated, server=server_version, nodes=node_list)
         if skew.refused:
             refused = self._outcome(status, kube_skew.refusal(skew, generation), "Warning")
             kube_skew.merge_into(refused, status, skew, generation)
             return refused
         # -- end of version skew --
 
-        server_version = self.server_version()
         rendering = self.renderer.render(validated, kubernetes_version=server_version)
         target = rendering.revision
-        nodes = self.mover.nodes()
+        nodes = [node_view(n) for n in node_list]
         records = {r["revision"]: r for r in status.get("revisionHistory") or [] if r.get("revision")}
         # Nodes without a revision label run what their DaemonSets adopted them into: the previous target.
         previous_target = str(status.get("targetRevision") or "")

@@ -46,8 +46,11 @@ class NodeMover:
 
     # -- observe -----------------------------------------------------------------------------------------------
 
+    def list_nodes(self) -> list[Any]:
+        return list(self.core.list_node().items)
+
     def nodes(self) -> list[NodeView]:
-        return [node_view(n) for n in self.core.list_node().items]
+        return [node_view(n) for n in self.list_nodes()]
 
     def health(self, nodes: Iterable[NodeView], expected_pods: Mapping[str, int]) -> dict[str, NodeHealth]:
         """Health-gate inputs for every node in flight, about the revision it moves to."""

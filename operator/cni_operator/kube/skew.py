@@ -20,14 +20,17 @@ from cni_operator.status import conditions as C
 EVENT_REASON = "VersionSkew"
 
 
-def observe(api_client: ApiClient) -> S.ClusterFacts:
-    """The API server's version and every node's nodeInfo, in one LIST of nodes."""
-    server = client.VersionApi(api_client).get_code().git_version
-    core: Any = client.CoreV1Api(api_client)
-    nodes = []
-    for node in core.list_node().items:
+def observe(api_client: ApiClient, *, server: str | None = None, nodes: list[Any] | None = None) -> S.ClusterFacts:
+    """The API server's version and every node's nodeInfo, in one LIST of nodes (or from the reconcile's own)."""
+    if server is None:
+        server = client.VersionApi(api_client).get_code().git_version
+    if nodes is None:
+        core: Any = client.CoreV1Api(api_client)
+        nodes = core.list_node().items
+    facts = []
+    for node in nodes:
         info = node.status.node_info if node.status else None
-        nodes.append(
+        facts.append(
             S.NodeFacts(
                 name=node.metadata.name,
                 kubelet_version=(info.kubelet_version if info else "") or "",
@@ -37,12 +40,21 @@ def observe(api_client: ApiClient) -> S.ClusterFacts:
                 revision=(node.metadata.labels or {}).get(L.NODE_REVISION, ""),
             )
         )
-    return S.ClusterFacts(server_version=str(server), nodes=tuple(nodes))
+    return S.ClusterFacts(server_version=str(server), nodes=tuple(facts))
 
 
-def check(api_client: ApiClient, catalog: Catalog, status: dict[str, Any], validated: ValidatedSpec) -> S.SkewReport:
-    """Observe the cluster and evaluate the target (primary and overlays) and the releases in use."""
-    facts = observe(api_client)
+def check(
+    api_client: ApiClient,
+    catalog: Catalog,
+    status: dict[str, Any],
+    validated: ValidatedSpec,
+    *,
+    server: str | None = None,
+    nodes: list[Any] | None = None,
+) -> S.SkewReport:
+    """Observe the cluster (unless the caller already did) and evaluate the target (primary and overlays) and the
+    releases in use."""
+    facts = observe(api_client, server=server, nodes=nodes)
     running = S.releases_in_use(status, catalog, (n.revision for n in facts.nodes))
     return S.evaluate(
         facts,
