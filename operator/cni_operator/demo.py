@@ -168,6 +168,7 @@ def _next_steps(box: Sandbox, console: Console, *, detached: bool, upgrade_to: s
         + '","networkPolicy":true}}\'',
         "kubectl describe cnet default          # conditions and events",
         "cni-operator catalog                   # every plugin release the operator knows",
+        "cni-operator skew                      # does the plugin suit this cluster's versions (docs/skew.md)",
     ]
     if detached:
         lines.append("cni-operator sandbox down              # stop the sandbox and the operator")
