@@ -16,17 +16,7 @@ import time
 from collections import Counter
 
 from cni_operator.api.v1alpha1 import Rollout
-from cni_operator.plan.rollout import NodeHealth, NodePatch, NodeView, RolloutSettings, plan_rollout
-
-
-def _apply(node: NodeView, patch: NodePatch) -> NodeView:
-    return NodeView(
-        node.name,
-        patch.revision or node.revision,
-        node.unschedulable if patch.unschedulable is None else patch.unschedulable,
-        node.labels,
-        patch.move if patch.move else (None if patch.clear_move else node.move),
-    )
+from cni_operator.plan.rollout import NodeHealth, NodeView, RolloutSettings, plan_rollout
 
 
 def run(count: int, max_unavailable: str, swap: bool) -> dict[str, object]:
@@ -49,7 +39,7 @@ def run(count: int, max_unavailable: str, swap: bool) -> dict[str, object]:
         shown = [{**w.__dict__, "nodes": w.nodes[:50], "size": len(w.nodes)} for w in plan.waves]  # as in status
         waves_bytes = max(waves_bytes, len(json.dumps(shown)))
         for patch in plan.patches:
-            nodes[patch.node] = _apply(nodes[patch.node], patch)
+            nodes[patch.node] = patch.applied_to(nodes[patch.node])
             writes[patch.node] += 1
         now += 1
         if plan.complete and not plan.patches:

@@ -196,16 +196,6 @@ def test_status_shows_a_few_waves_of_a_large_cluster() -> None:
 # -- whole rollouts, with the operator crashing between any two writes ------------------------------------------
 
 
-def _apply(node: NodeView, patch: NodePatch) -> NodeView:
-    return NodeView(
-        node.name,
-        patch.revision or node.revision,
-        node.unschedulable if patch.unschedulable is None else patch.unschedulable,
-        node.labels,
-        patch.move if patch.move else (None if patch.clear_move else node.move),
-    )
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     count=st.integers(1, 25),
@@ -238,7 +228,7 @@ def test_a_rollout_always_finishes_with_bounded_writes_even_when_the_operator_cr
             before = cluster[patch.node]
             if patch.unschedulable and not before.unschedulable:
                 cordons[patch.node] += 1
-            cluster[patch.node] = _apply(before, patch)
+            cluster[patch.node] = patch.applied_to(before)
             writes[patch.node] += 1
         in_flight = [n for n in cluster.values() if n.move]
         assert len(in_flight) <= limit

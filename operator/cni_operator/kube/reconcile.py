@@ -393,17 +393,7 @@ def _revisions_in_use(nodes: Iterable[NodeView], *, unlabelled_as: str) -> set[s
 def _nodes_after(nodes: Iterable[NodeView], plan: RolloutPlan) -> list[NodeView]:
     """The nodes as they are once the plan's patches are applied."""
     patches = {p.node: p for p in plan.patches}
-    after = []
-    for node in nodes:
-        patch = patches.get(node.name)
-        if patch:
-            node = dataclasses.replace(
-                node,
-                revision=patch.revision or node.revision,
-                move=patch.move if patch.move else (None if patch.clear_move else node.move),
-            )
-        after.append(node)
-    return after
+    return [patches[n.name].applied_to(n) if n.name in patches else n for n in nodes]
 
 
 def _count_revisions(nodes: Iterable[NodeView]) -> dict[str, int]:

@@ -133,6 +133,15 @@ class NodePatch:
     why: str = ""
     starts: bool = False  # the node's first step of this move
 
+    def applied_to(self, node: NodeView) -> NodeView:
+        """The node as it is once this patch is written."""
+        return replace(
+            node,
+            revision=self.revision or node.revision,
+            unschedulable=node.unschedulable if self.unschedulable is None else self.unschedulable,
+            move=self.move if self.move else (None if self.clear_move else node.move),
+        )
+
     def body(self) -> dict[str, Any]:
         """The JSON merge patch for the Node."""
         metadata: dict[str, Any] = {}
