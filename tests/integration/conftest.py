@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ import yaml
 from kubernetes import client
 
 from cni_operator.kube.apply import Applier
+from cni_operator.kube.inventory import OWNER
 from cni_operator.operator_main import command as operator_command
+from tests.waiting import eventually
 
 REPO = Path(__file__).resolve().parents[2]
+GROUP, VERSION, PLURAL = "cni-operator.dev", "v1alpha1", "clusternetworks"
 
 
 def wait_established(api_client: Any, name: str, timeout: float = 30.0) -> None:
@@ -72,6 +76,11 @@ class OperatorProcess:
         self.procs.append(proc)
         return proc
 
+    def metrics(self) -> str:
+        """The Prometheus text the operator serves now."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+
     def kill(self) -> None:
         """SIGKILL: no clean-up, no lease release, as a crash or an OOM kill would leave things."""
         for proc in self.procs:
@@ -103,3 +112,81 @@ def operator(sandbox: Any, clusternetwork_crd: Any, tmp_path: Path) -> Iterator[
     finally:
         process.stop()
         print(process.logs()[-20000:])
+
+
+class Networks:
+    """Create ClusterNetworks and read them back; deletes what it created (with nodeCleanup Remove) afterwards."""
+
+    def __init__(self, api_client: Any) -> None:
+        self.custom: Any = client.CustomObjectsApi(api_client)
+        self.core: Any = client.CoreV1Api(api_client)
+        self.apps: Any = client.AppsV1Api(api_client)
+        self.rbac: Any = client.RbacAuthorizationV1Api(api_client)
+        self.created: list[str] = []
+
+    def create(self, name: str, example: str = "flannel", **spec_changes: Any) -> dict[str, Any]:
+        body = yaml.safe_load((REPO / "examples" / f"{example}.yaml").read_text())
+        body["metadata"] = {"name": name}
+        body["spec"].update(spec_changes)
+        self.created.append(name)
+        return dict(self.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": spec})
+
+    def condition(self, name: str, kind: str) -> dict[str, Any]:
+        status = self.get(name).get("status") or {}
+        return next((c for c in status.get("conditions", []) if c["type"] == kind), {})
+
+    def wait_ready(self, name: str, timeout: float = 90.0) -> dict[str, Any]:
+        return eventually(
+            lambda: self.get(name),
+            lambda cn: (
+                (cn.get("status") or {}).get("phase") == "Ready"
+                and cn["status"].get("observedGeneration") == cn["metadata"]["generation"]
+            ),
+            timeout,
+            f"ClusterNetwork {name} Ready",
+        )
+
+    def owned_daemonsets(self, name: str) -> list[Any]:
+        return list(self.apps.list_daemon_set_for_all_namespaces(label_selector=f"{OWNER}={name}").items)
+
+    def events(self, name: str) -> list[Any]:
+        return [
+            e
+            for e in self.core.list_namespaced_event("default").items
+            if e.involved_object.kind == "ClusterNetwork" and e.involved_object.name == name
+        ]
+
+    def delete(self, name: str, wait: bool = True) -> None:
+        try:
+            self.custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        if wait:
+            eventually(lambda: self._exists(name), lambda exists: not exists, 60, f"{name} deleted")
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.get(name)
+        except client.ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+
+@pytest.fixture
+def networks(api_client: Any, operator: OperatorProcess) -> Iterator[Networks]:
+    nets = Networks(api_client)
+    yield nets
+    for name in nets.created:
+        if nets._exists(name):
+            nets.patch_spec(name, {"nodeCleanup": "Remove"})
+            nets.delete(name)

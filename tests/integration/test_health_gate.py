@@ -16,8 +16,7 @@ from kubernetes import client
 
 from cni_operator.plan.rollout import MOVE_ANNOTATION
 from cni_operator.render import labels as L
-from tests.integration.conftest import REPO, OperatorProcess, wait_established
-from tests.integration.test_operator import Networks
+from tests.integration.conftest import REPO, Networks, OperatorProcess, wait_established
 from tests.waiting import eventually
 
 REPORTS = ("cni-operator.dev", "v1alpha1", "nodenetworkstates")

@@ -5,7 +5,6 @@ an unsupported target is refused without touching a managed object, and allowUns
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,21 +14,10 @@ from kubernetes import client
 from cni_operator.cli import main
 from cni_operator.kube.apply import Applier
 from cni_operator.kube.inventory import managed_objects
-from tests.integration.conftest import OperatorProcess
-from tests.integration.test_operator import Networks
+from tests.integration.conftest import Networks, OperatorProcess
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def networks(api_client: Any, operator: OperatorProcess) -> Iterator[Networks]:
-    nets = Networks(api_client)
-    yield nets
-    for name in nets.created:
-        if nets._exists(name):
-            nets.patch_spec(name, {"nodeCleanup": "Remove"})
-            nets.delete(name)
 
 
 class NodeVersions:
@@ -66,11 +54,6 @@ def node_versions(api_client: Any) -> Iterator[NodeVersions]:
         nodes.restore()
 
 
-def scrape(operator: OperatorProcess) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
-
-
 def compatible(networks: Networks, name: str) -> dict[str, Any]:
     return networks.condition(name, "Compatible")
 
@@ -92,7 +75,7 @@ def test_node_upgrades_change_condition_status_metrics_and_events(
     assert compatible(networks, name)["reason"] == "Supported"
     assert compatible(networks, name)["status"] == "True"
     assert skew_of(networks, name) == []
-    eventually(lambda: scrape(operator), lambda t: f'cni_operator_skew_compatible{{clusternetwork="{name}"}} 1.0' in t)
+    eventually(operator.metrics, lambda t: f'cni_operator_skew_compatible{{clusternetwork="{name}"}} 1.0' in t)
 
     first, second = node_versions.names()[:2]
     node_versions.set(first, kubeletVersion="v1.32.5")  # four minors behind the API server's 1.36
@@ -120,7 +103,7 @@ def test_node_upgrades_change_condition_status_metrics_and_events(
     warnings = [e for e in networks.events(name) if e.reason == "VersionSkew"]
     assert warnings and warnings[-1].type == "Warning" and "kubelet 1.32" in warnings[-1].message
     text = eventually(
-        lambda: scrape(operator),
+        operator.metrics,
         lambda t: f'cni_operator_skew_compatible{{clusternetwork="{name}"}} 0.0' in t,
         what="skew metrics updated",
     )
@@ -152,9 +135,7 @@ def test_node_upgrades_change_condition_status_metrics_and_events(
     print(f"nodes restored -> Compatible=True in {time.monotonic() - started:.1f} s")
     assert condition["status"] == "True" and skew_of(networks, name) == []
     assert any(e.reason == "Compatible" and e.type == "Normal" for e in networks.events(name))
-    text = eventually(
-        lambda: scrape(operator), lambda t: f'cni_operator_skew_compatible{{clusternetwork="{name}"}} 1.0' in t
-    )
+    text = eventually(operator.metrics, lambda t: f'cni_operator_skew_compatible{{clusternetwork="{name}"}} 1.0' in t)
     assert f"cni_operator_skew_findings{{{labels}}} 0.0" in text
 
 
