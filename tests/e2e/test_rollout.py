@@ -20,8 +20,8 @@ import yaml
 from kubernetes import client
 
 from cni_operator.api import v1alpha1 as api
+from cni_operator.api import vocabulary as L
 from cni_operator.plan.rollout import MOVE_ANNOTATION, Move, Phase
-from cni_operator.render import labels as L
 from cni_operator.sandbox import Sandbox, SandboxConfig, SandboxError, fake_nodes
 from cni_operator.sandbox.cluster import create_nodes
 from cni_operator.sandbox.nodes import FakeNode

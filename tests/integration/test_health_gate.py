@@ -14,8 +14,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+from cni_operator.api import vocabulary as L
 from cni_operator.plan.rollout import MOVE_ANNOTATION
-from cni_operator.render import labels as L
 from tests.integration.conftest import REPO, Networks, OperatorProcess, wait_established
 from tests.waiting import eventually
 

@@ -14,9 +14,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cni_operator.api import vocabulary as L
 from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.plan.validate import ValidatedSpec, validate
-from cni_operator.render import labels as L
 from cni_operator.render.engine import Renderer
 from tests.rendering import GOLDEN, KUBERNETES_VERSION, as_yaml, cases, render
 

@@ -32,9 +32,10 @@ from cni_operator.agent.datapath import DEFAULT_PREFIX, DatapathResult, now_rfc3
 from cni_operator.agent.files import atomic_write, remove_stale_tmp, sha256_bytes, sha256_file
 from cni_operator.agent.inventory import Inventory, VersionCache, take_inventory
 from cni_operator.agent.quarantine import Quarantine, files_to_quarantine
+from cni_operator.api.vocabulary import NODE_REVISION
 
 log = logging.getLogger("cni_operator.agent")
-REVISION_LABEL = "cni-operator.dev/revision"
+REVISION_LABEL = NODE_REVISION
 CONFIGMAP_PREFIX = "cni-operator-conflist-"
 
 

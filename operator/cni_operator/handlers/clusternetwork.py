@@ -15,15 +15,15 @@ import kopf
 from kubernetes import client
 
 from cni_operator.api import v1alpha1 as api
+from cni_operator.api import vocabulary as L
 from cni_operator.handlers import metrics
 from cni_operator.kube import events
 from cni_operator.kube.inventory import MANAGED_KINDS, OWNER
 from cni_operator.kube.reconcile import Reconciler
 from cni_operator.plan.rollout import MOVE_ANNOTATION
-from cni_operator.render import labels as L
 
 log = logging.getLogger(__name__)
-FINALIZER = f"{L.PREFIX}/finalizer"
+FINALIZER = L.FINALIZER
 MIN_INTERVAL = 0.5  # seconds between two reconciles of the same ClusterNetwork
 MANAGED = {L.MANAGED_BY: L.MANAGER}
 

@@ -8,10 +8,10 @@ from typing import Any
 from kubernetes import dynamic
 from kubernetes.client import ApiException
 
+from cni_operator.api import vocabulary as L
 from cni_operator.kube.apply import Applier
-from cni_operator.render import labels as L
 
-OWNER = f"{L.PREFIX}/owner"
+OWNER = L.OWNER
 
 # Kinds the catalog's templates render, in the order deletion is safe (workloads before what they use).
 MANAGED_KINDS: tuple[tuple[str, str], ...] = (

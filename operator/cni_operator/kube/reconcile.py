@@ -19,6 +19,7 @@ from kubernetes import client
 from kubernetes.client import ApiClient, ApiException
 
 from cni_operator.api import v1alpha1 as api
+from cni_operator.api import vocabulary as L
 from cni_operator.catalog.loader import Catalog
 from cni_operator.catalog.model import ComponentScope
 from cni_operator.kube import skew as kube_skew
@@ -37,7 +38,6 @@ from cni_operator.kube.rollout import NodeMover, node_view
 from cni_operator.plan.rollout import NodePatch, NodeView, RolloutPlan, RolloutSettings, plan_rollout
 from cni_operator.plan.upgrade import check_step
 from cni_operator.plan.validate import SpecError, validate
-from cni_operator.render import labels as L
 from cni_operator.render.engine import Renderer, Rendering, canonical_spec
 from cni_operator.status import agents
 from cni_operator.status import conditions as C

@@ -14,8 +14,8 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client import ApiClient, ApiException
 
+from cni_operator.api import vocabulary as L
 from cni_operator.plan.rollout import MOVE_ANNOTATION, Move, NodeHealth, NodePatch, NodeView, Phase
-from cni_operator.render import labels as L
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 from kubernetes import client
 from kubernetes.client import ApiClient
 
+from cni_operator.api import vocabulary as L
 from cni_operator.catalog.loader import Catalog
 from cni_operator.plan import skew as S
 from cni_operator.plan.validate import ValidatedSpec
-from cni_operator.render import labels as L
 from cni_operator.status import conditions as C
 
 EVENT_REASON = "VersionSkew"

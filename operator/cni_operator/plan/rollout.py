@@ -30,10 +30,10 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from cni_operator.api import vocabulary as L
 from cni_operator.api.v1alpha1 import Rollout
-from cni_operator.render import labels as L
 
-MOVE_ANNOTATION = f"{L.PREFIX}/move"
+MOVE_ANNOTATION = L.MOVE_ANNOTATION
 WAVES_SHOWN_AROUND_CURRENT = 3  # status lists the canary and a few waves around the current one, not thousands
 
 

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from cni_operator.api.conditions import ConditionUpdate
+from cni_operator.api.vocabulary import COMPATIBLE
 from cni_operator.catalog.loader import Catalog, CatalogError
 from cni_operator.catalog.model import PluginRelease, SupportStatus
 from cni_operator.catalog.versions import parse_version, runtime_of
-from cni_operator.status.conditions import COMPATIBLE, ConditionUpdate
 
 MAX_NODES_LISTED = 50  # per finding: status stays small on large clusters; the message gives the full count
 

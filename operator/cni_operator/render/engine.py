@@ -22,12 +22,12 @@ import jinja2
 import jinja2.sandbox
 import yaml
 
+from cni_operator.api import vocabulary as L
 from cni_operator.api.v1alpha1 import ClusterNetworkSpec
 from cni_operator.catalog.loader import Catalog, data_root
 from cni_operator.catalog.model import ComponentScope, PluginRelease
 from cni_operator.catalog.versions import minor_of, parse_version
 from cni_operator.plan.validate import ValidatedSpec, validate
-from cni_operator.render import labels as L
 
 REFERENCE_BINARIES = frozenset(
     [

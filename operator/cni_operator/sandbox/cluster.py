@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from cni_operator.api.vocabulary import SANDBOX_NODE
 from cni_operator.sandbox import pki
 from cni_operator.sandbox.binaries import control_plane_bin_dir
 from cni_operator.sandbox.errors import SandboxError
@@ -323,7 +324,7 @@ class Sandbox:
         wanted = {node.name for node in self.config.nodes}
         ready = {
             node.metadata.name
-            for node in core.list_node(label_selector="cni-operator.dev/sandbox=true").items
+            for node in core.list_node(label_selector=f"{SANDBOX_NODE}=true").items
             if any(c.type == "Ready" and c.status == "True" for c in (node.status.conditions or []))
         }
         return wanted <= ready

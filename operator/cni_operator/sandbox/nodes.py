@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cni_operator.api.vocabulary import SANDBOX_NODE
 from cni_operator.sandbox.errors import SandboxError
 
-SANDBOX_LABEL = "cni-operator.dev/sandbox"
+SANDBOX_LABEL = SANDBOX_NODE
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 DEFAULT_RUNTIME = "containerd://2.1.4"
 

@@ -11,24 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cni_operator.api.conditions import ConditionUpdate
+from cni_operator.api.vocabulary import COMPATIBLE, DEGRADED, PROGRESSING, READY
 from cni_operator.plan.rollout import RolloutPlan
 
-READY = "Ready"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-COMPATIBLE = "Compatible"  # version skew, positive polarity: see plan/skew.py
+__all__ = ["COMPATIBLE", "DEGRADED", "PROGRESSING", "READY", "ConditionUpdate"]
 
 
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@dataclass(frozen=True)
-class ConditionUpdate:
-    type: str
-    status: bool | None  # None: Unknown
-    reason: str
-    message: str = ""
 
 
 @dataclass(frozen=True)
