@@ -267,6 +267,15 @@ class RevisionRecord(_Model):
         description="the spec that rendered it, so the operator can render it again while nodes still run it",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+    defaulted: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the spec fields that defaults filled in for it; later reconciles keep these values while the "
+        "user leaves the fields unset, so a default changed by a newer operator does not re-roll every node",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    overlays: list[str] = Field(
+        default_factory=list, max_length=4, description="overlay releases of this revision, e.g. multus/v4.2.4"
+    )
 
 
 class NodeCounts(_Model):
