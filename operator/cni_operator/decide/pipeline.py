@@ -141,6 +141,8 @@ def _propose(
     if isinstance(filled, Refusal):
         return filled
     validated, defaulted = filled
+    if not is_edit and accepted is not None:
+        defaulted = dict(accepted.defaulted)  # the recorded spec is complete: its defaults are the record's own
     if is_edit:
         unsafe = is_change_safe(accepted, validated, catalog, snapshot)
         if unsafe is not None:
