@@ -248,26 +248,16 @@ class Reconciler:
 
 
 def _result_events(outcome: Outcome) -> list[Event]:
-    events = []
-    if outcome.applied:
-        more = " ..." if len(outcome.applied) > SHOWN else ""
-        events.append(
-            Event(
-                "Normal",
-                "Applied",
-                f"created or repaired {len(outcome.applied)} objects: {', '.join(outcome.applied[:SHOWN])}{more}",
-            )
-        )
-    if outcome.deleted:
-        more = " ..." if len(outcome.deleted) > SHOWN else ""
-        events.append(
-            Event(
-                "Normal",
-                "Pruned",
-                f"removed objects no revision in use renders: {', '.join(outcome.deleted[:SHOWN])}{more}",
-            )
-        )
-    return events
+    """What the API really changed, as Applied and Pruned events (the first few objects named)."""
+    results = [
+        ("Applied", f"created or repaired {len(outcome.applied)} objects", outcome.applied),
+        ("Pruned", "removed objects no revision in use renders", outcome.deleted),
+    ]
+    return [
+        Event("Normal", reason, f"{text}: {', '.join(names[:SHOWN])}{' ...' if len(names) > SHOWN else ''}")
+        for reason, text, names in results
+        if names
+    ]
 
 
 def _refusal(err: ApiException) -> str:
