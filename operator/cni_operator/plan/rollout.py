@@ -13,9 +13,9 @@ One move, per node:
   swap (other plugin):    cordon (one patch) -> Draining: evict pods (PDBs honoured) -> switch label (one patch)
                           -> Verifying -> healthy: uncordon + clear (one patch)
 The node is cordoned from before its old CNI pod stops until its new one is Ready, so no pod is scheduled onto a
-node whose CNI is being replaced, and every uncordoned node always has a Ready CNI pod. A node someone else had
-cordoned stays cordoned afterwards. Node writes per rollout: 2 for an upgrade, 3 for a swap, plus one eviction
-per evicted pod: bounded, whatever the cluster size.
+node whose CNI is being replaced, and every uncordoned node always has a Ready CNI pod. No move starts on a node
+someone else cordoned; one in flight that the operator did not cordon stays cordoned afterwards. Node writes per
+rollout: 2 for an upgrade, 3 for a swap, plus one eviction per evicted pod: bounded, whatever the cluster size.
 
 Waves: the canary nodes move first; then batches of at most maxUnavailable nodes. A wave starts only when every
 node of the waves before it passed the health gate, and only once the target's cluster components that upgrade
@@ -493,7 +493,7 @@ def _roll_back(nodes: Iterable[NodeView], finished: set[str], plan: RolloutPlan,
 
 def _start(node: NodeView, settings: RolloutSettings, now: float) -> NodePatch:
     source = node.revision or ""
-    cordoned = not node.unschedulable  # cordon it unless someone else already had
+    cordoned = not node.unschedulable  # always True for new moves (cordoned nodes are skipped); kept for safety
     if settings.is_swap(source):
         move = Move(settings.target, source, Phase.DRAINING, now, cordoned)
         return NodePatch(node.name, move=move, unschedulable=True, why="swap: cordon and drain", starts=True)
