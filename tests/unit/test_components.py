@@ -28,9 +28,8 @@ def test_cilium_moves_its_operator_before_the_agents_in_both_directions(
     release = catalog.get("cilium", target)
     assert components_before_nodes(release) == ["rbac", "config", "operator"]
     assert components_after_nodes(release) == []
-    waiting = not_ready_before_nodes([release], ready={("cilium", "rbac"), ("cilium", "config")})
-    assert waiting == ("cilium/operator",)
-    assert not_ready_before_nodes([release], ready={("cilium", c) for c in components_before_nodes(release)}) == ()
+    assert not_ready_before_nodes([release], {("cilium", "operator"), ("calico", "operator")}) == ("cilium/operator",)
+    assert not_ready_before_nodes([release], {("cilium", "agent")}) == ()  # the node workloads are the waves
 
 
 def test_node_scoped_components_are_neither_before_nor_after(catalog: Catalog) -> None:
@@ -38,10 +37,10 @@ def test_node_scoped_components_are_neither_before_nor_after(catalog: Catalog) -
     assert components_before_nodes(multus) == ["crds", "rbac"] and components_after_nodes(multus) == []
 
 
-def test_overlays_are_waited_for_too(catalog: Catalog) -> None:
+def test_overlays_are_waited_for_too_and_after_node_components_hold_nothing_back(catalog: Catalog) -> None:
     releases = [catalog.get("calico", "v3.32.1"), catalog.get("multus", "v4.3.0")]
-    ready = {("calico", "crds"), ("calico", "rbac"), ("calico", "config"), ("multus", "rbac")}
-    assert not_ready_before_nodes(releases, ready) == ("calico/typha", "multus/crds")
+    not_ready = {("multus", "crds"), ("calico", "controllers"), ("calico", "typha")}
+    assert not_ready_before_nodes(releases, not_ready) == ("calico/typha", "multus/crds")
 
 
 def test_a_release_without_node_components_has_everything_before(catalog: Catalog) -> None:

@@ -30,13 +30,16 @@ def components_after_nodes(release: PluginRelease) -> list[str]:
     return [c.name for c in release.components[first:] if c.scope is ComponentScope.CLUSTER]
 
 
-def not_ready_before_nodes(releases: Sequence[PluginRelease], ready: Collection[tuple[str, str]]) -> tuple[str, ...]:
-    """What node waves wait for: every release's before-node components that are not Ready yet, as
-    "<plugin>/<component>" for `RolloutSettings.waiting_for`. `ready` holds (plugin, component) pairs the caller
-    saw Ready (a component without workloads is Ready once applied)."""
+def not_ready_before_nodes(
+    releases: Sequence[PluginRelease], not_ready: Collection[tuple[str, str]]
+) -> tuple[str, ...]:
+    """What node waves wait for (`RolloutSettings.waiting_for`): of the (plugin, component) pairs whose workloads
+    the caller saw not Ready, those the releases upgrade before their nodes, in declared order, as
+    "<plugin>/<component>". Components without workloads (CRDs, RBAC, ConfigMaps) are Ready once applied, and an
+    after-node component that is not Ready (calico-kube-controllers) holds no wave back."""
     return tuple(
         f"{release.plugin}/{name}"
         for release in releases
         for name in components_before_nodes(release)
-        if (release.plugin, name) not in ready
+        if (release.plugin, name) in not_ready
     )
