@@ -102,7 +102,7 @@ class NodeView:
     unschedulable: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     move: Move | None = None
-    ready: bool = True  # the Node's Ready condition
+    ready: bool = True  # the Node's Ready condition is True (False and Unknown are not Ready)
 
 
 @dataclass(frozen=True)
