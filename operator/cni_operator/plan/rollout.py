@@ -328,13 +328,15 @@ def _skip(node: NodeView, target: str) -> SkippedNode | None:
         return SkippedNode(
             node.name,
             SkipReason.NOT_READY,
-            f"NotReady before the rollout reached it: it moves to revision {target} once Ready again",
+            f"NotReady: left on its revision, not counted against maxUnavailable; it moves to revision {target} "
+            "once Ready again",
         )
     if node.unschedulable:
         return SkippedNode(
             node.name,
             SkipReason.CORDONED,
-            f"cordoned by someone else before the rollout reached it: it moves to revision {target} once uncordoned",
+            f"cordoned by someone else: left on its revision, not counted against maxUnavailable; it moves to "
+            f"revision {target} once uncordoned",
         )
     return None
 
