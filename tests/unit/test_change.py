@@ -100,6 +100,18 @@ def test_cilium_tunnel_and_encryption_flips_would_split_the_datapath(catalog: Ca
     assert check_change(spec("cilium"), spec("cilium", settings={"hubble": False}), catalog).safe
 
 
+def test_an_upgrade_that_also_flips_a_refused_field_is_refused(catalog: Catalog) -> None:
+    before = spec("calico", "v3.31.7")
+    after = spec("calico", "v3.32.1", encapsulation="VXLAN", podCIDRs=["10.96.0.0/12"])
+    assert set(refused(check_change(before, after, catalog))) == {"spec.podCIDRs", "spec.encapsulation"}
+
+
+def test_a_running_release_the_catalog_no_longer_lists_is_judged_by_the_targets_facts(catalog: Catalog) -> None:
+    gone = spec("cilium").model_copy(update={"version": "v1.16.0"})  # as recorded in an old revision
+    verdict = check_change(gone, spec("cilium", encapsulation="Geneve"), catalog)
+    assert set(refused(verdict)) == {"spec.encapsulation"}
+
+
 def test_other_settings_roll_out_node_by_node(catalog: Catalog) -> None:
     assert check_change(spec("calico"), spec("calico", settings={"logSeverityScreen": "Debug"}), catalog).safe
     assert check_change(spec("calico"), spec("calico", mtu=1400), catalog).safe
