@@ -110,8 +110,9 @@ class FakeCluster:
         elif obj["kind"] == "Deployment":
             desired = int(obj.get("spec", {}).get("replicas", 1))
             ready = 0 if obj["metadata"]["name"] in self.unready_components else desired
+        rolled_out = ready is None or ready >= (desired or 0)
         self.objects[key] = LiveObject(
-            obj["apiVersion"], obj["kind"], key[2], key[3], version, dict(labels), ready=ready, desired=desired
+            obj["apiVersion"], obj["kind"], key[2], key[3], version, dict(labels), ready, desired, rolled_out
         )
 
     def refresh_daemonsets(self) -> None:

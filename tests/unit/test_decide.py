@@ -262,3 +262,56 @@ def test_another_clusternetwork_is_inactive_and_changes_nothing(catalog: Catalog
     decision = decide(dataclasses.replace(cluster.snapshot(), active="other"), catalog, cluster.now)
     assert decision.status.phase == "Inactive" and not decision.apply_now and not decision.adopt
     assert decision.status.nodes.total == 2
+
+
+def test_node_waves_wait_for_the_components_the_release_upgrades_first(catalog: Catalog) -> None:
+    """Typha runs the target's release Ready before any node moves; the same towards the old one on the way back."""
+    cluster = installed(catalog, calico("v3.31.7", settings={**calico()["settings"], "typhaReplicas": 2}), count=3)
+    old_spec = copy.deepcopy(cluster.spec)
+    cluster.unready_components.add("calico-typha")
+    cluster.edit(version="v3.32.1")
+    first = cluster.step()
+    check_golden("waits-for-typha", first)
+    assert "Deployment calico-typha" in names(first.apply_now)
+    assert not first.node_patches, "no node moves before the new Typha is Ready"
+    assert first.status.waiting_for == ["calico/typha"]
+    assert "waits for calico/typha" in first.status.message
+    cluster.step()
+    assert cluster.in_flight() == []
+    cluster.unready_components.clear()
+    cluster.step()  # the Deployment is applied again and reports Ready now
+    moving = cluster.step()
+    assert [p.node for p in moving.node_patches] == ["node-00"] and moving.status.waiting_for == []
+    cluster.run()
+    assert cluster.status.phase == "Ready", cluster.status.message
+    # Back to v3.31.7 (a rollback by spec): the old release's Typha first.
+    cluster.unready_components.add("calico-typha")
+    cluster.spec, cluster.generation = old_spec, cluster.generation + 1
+    back = cluster.step()
+    assert not back.node_patches and back.status.waiting_for == ["calico/typha"]
+    cluster.unready_components.clear()
+    cluster.step()
+    assert [p.node for p in cluster.step().node_patches] == ["node-00"]
+
+
+def test_nodes_not_ready_or_cordoned_by_others_are_skipped_and_reported(catalog: Catalog) -> None:
+    cluster = installed(catalog, flannel(), count=4)
+    cluster.nodes["node-00"] = dataclasses.replace(cluster.nodes["node-00"], ready=False)
+    cluster.nodes["node-01"] = dataclasses.replace(cluster.nodes["node-01"], unschedulable=True)
+    cluster.edit(version="v0.28.9")
+    first = cluster.step()
+    check_golden("skips-unready-nodes", first)
+    assert [p.node for p in first.node_patches] == ["node-02"], "the first node that can move is the canary"
+    assert {(s.name, s.reason) for s in first.status.skipped_nodes} == {
+        ("node-00", "NotReady"),
+        ("node-01", "Cordoned"),
+    }
+    assert {e.reason for e in first.events} >= {"NodeSkipped"}
+    cluster.run()
+    target = first.status.target_revision
+    assert cluster.revisions()["node-03"] == target and cluster.revisions()["node-00"] != target
+    assert cluster.status.phase == "Progressing" and "skipped until back" in cluster.status.message
+    cluster.nodes["node-00"] = dataclasses.replace(cluster.nodes["node-00"], ready=True)
+    cluster.nodes["node-01"] = dataclasses.replace(cluster.nodes["node-01"], unschedulable=False)
+    cluster.run()
+    assert set(cluster.revisions().values()) == {target} and cluster.status.phase == "Ready"

@@ -278,6 +278,17 @@ class RevisionRecord(_Model):
     )
 
 
+class SkippedNode(_Model):
+    name: str = Field(description="the node")
+    reason: Literal["NotReady", "Cordoned"] = Field(description="why the rollout leaves it out for now")
+    message: str = Field("", description="details; the node moves once it is Ready and uncordoned")
+
+
+class SpecWarning(_Model):
+    field: str = Field(description="the spec field, e.g. spec.podCIDRs")
+    message: str = Field(description="what to look at, and why it was not refused")
+
+
 class NodeCounts(_Model):
     total: int = Field(0, ge=0, description="nodes in the cluster")
     updated: int = Field(0, ge=0, description="nodes on the target revision")
@@ -337,6 +348,19 @@ class ClusterNetworkStatus(_Model):
         "", description="the target revision failed its health gate: no more nodes move to it until the spec changes"
     )
     failed_nodes: list[FailedNode] = Field(default_factory=list, description="nodes that failed the rollout, and why")
+    skipped_nodes: list[SkippedNode] = Field(
+        default_factory=list,
+        max_length=50,
+        description="nodes the rollout leaves out for now (NotReady, or cordoned by someone else): they count "
+        "against no maxUnavailable and move once back (the first 50)",
+    )
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="cluster components (plugin/component) that must be Ready before the next node wave starts",
+    )
+    warnings: list[SpecWarning] = Field(
+        default_factory=list, max_length=20, description="what the accepted spec does that deserves a look"
+    )
     revision_history: list[RevisionRecord] = Field(
         default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"
     )

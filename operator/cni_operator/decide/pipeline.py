@@ -23,6 +23,8 @@ from cni_operator.api.v1alpha1 import (
     FailedNode,
     RevisionRecord,
     SkewFinding,
+    SkippedNode,
+    SpecWarning,
     WaveProgress,
 )
 from cni_operator.catalog.loader import Catalog, CatalogError
@@ -30,6 +32,8 @@ from cni_operator.catalog.model import ComponentScope, PluginRelease
 from cni_operator.decide.decision import Decision, Event, Eviction, FailureRecord, ObjectRef
 from cni_operator.decide.snapshot import DESTRUCTIVE_KINDS, MANAGED_KINDS, Snapshot, object_key
 from cni_operator.plan import skew as S
+from cni_operator.plan.change import check_change, confirmations
+from cni_operator.plan.components import components_after_nodes, not_ready_before_nodes
 from cni_operator.plan.rollout import NodeHealth, NodePatch, NodeView, Phase, RolloutPlan, RolloutSettings, plan_rollout
 from cni_operator.plan.upgrade import check_step
 from cni_operator.plan.validate import Problem, SpecError, ValidatedSpec, validate
@@ -42,6 +46,8 @@ HISTORY_LIMIT = 10
 WAVE_NODES_SHOWN = 50  # status stays small on 5,000 nodes; the node labels say where every node is
 RETRY_IN_FLIGHT = 2.0  # seconds: timeouts and drains advance with time, not only with events
 RETRY_NOT_READY = 10.0
+WORKLOAD_KINDS = frozenset({"Deployment", "DaemonSet", "StatefulSet"})
+SKIPPED_SHOWN = 50
 
 
 # -- the steps' values -------------------------------------------------------------------------------------------
@@ -66,6 +72,7 @@ class Target:
     rendering: Rendering
     old: Mapping[str, Rendering | None]  # other revisions nodes run, rendered again (None: cannot be)
     adopt_as: str  # the revision unlabelled nodes run: their DaemonSets adopted them
+    warnings: tuple[Problem, ...] = ()  # what the accepted change deserves a look at (status.warnings)
 
 
 # -- the pipeline --------------------------------------------------------------------------------------------------
@@ -143,10 +150,14 @@ def _propose(
     validated, defaulted = filled
     if not is_edit and accepted is not None:
         defaulted = dict(accepted.defaulted)  # the recorded spec is complete: its defaults are the record's own
+    warnings: tuple[Problem, ...] = ()
     if is_edit:
-        unsafe = is_change_safe(accepted, validated, catalog, snapshot)
-        if unsafe is not None:
-            return unsafe
+        safety = is_change_safe(accepted, validated, catalog, snapshot)
+        if isinstance(safety, Refusal):
+            return safety
+        warnings = safety
+    elif accepted is not None:
+        warnings = tuple(Problem(w.field, w.message) for w in snapshot.network.status.warnings)
     skew = evaluate_skew(snapshot, catalog, validated)
     if skew.refused:
         return Refusal("UnsupportedRelease", f"nothing was changed: {skew.message}", skew)
@@ -157,7 +168,7 @@ def _propose(
     refused_path = check_upgrade_path(snapshot, catalog, validated, rendering, old, adopt_as)
     if refused_path is not None:
         return replace(refused_path, skew=skew)
-    return Target(validated, defaulted, skew, rendering, old, adopt_as)
+    return Target(validated, defaulted, skew, rendering, old, adopt_as, warnings)
 
 
 def proposal_skew(proposal: Target | Refusal, target: Target) -> S.SkewReport:
@@ -222,30 +233,22 @@ def carry_defaults(raw: Mapping[str, Any], carried: Mapping[str, Any]) -> dict[s
 
 def is_change_safe(
     accepted: RevisionRecord | None, proposed: ValidatedSpec, catalog: Catalog, snapshot: Snapshot
-) -> Refusal | None:
-    """Changes a running network cannot take node by node are refused, naming the field and the way to do it."""
+) -> Refusal | tuple[Problem, ...]:
+    """Changes a running network cannot take node by node are refused, naming the field and the way to do it
+    (plan/change.py; the ClusterNetwork's confirm-change annotation waives a refusal once the user did that);
+    otherwise the warnings worth showing in status."""
     if accepted is None or not accepted.spec or not snapshot.nodes:
-        return None  # a first install has no running network to split
+        return ()  # a first install has no running network to split
     try:
         running = ClusterNetworkSpec.model_validate(accepted.spec)
     except ValueError:
-        return None
-    problems: list[Problem] = []
-    if running.plugin == proposed.spec.plugin and list(running.pod_cidrs) != list(proposed.spec.pod_cidrs):
-        problems.append(
-            Problem(
-                "spec.podCIDRs",
-                f"the running network hands out addresses from {', '.join(running.pod_cidrs)}; changing the pod "
-                "ranges of a running network would give pods on moved and unmoved nodes addresses that do not "
-                f"route to each other. Set podCIDRs back to {running.pod_cidrs}, or install a new network "
-                "(see docs/rollout.md, 'Changing pod CIDRs')",
-            )
-        )
-    if not problems:
-        return None
-    return Refusal(
-        "UnsafeChange", "the change cannot be rolled out; nothing was changed: " + "; ".join(map(str, problems))
-    )
+        return ()
+    confirmed = confirmations(snapshot.network.annotations.get(L.CONFIRM_CHANGE))
+    verdict = check_change(running, proposed.spec, catalog, confirmed)
+    if verdict.safe:
+        return verdict.warnings
+    message = "the change cannot be rolled out; nothing was changed: " + "; ".join(map(str, verdict.refusals))
+    return Refusal("UnsafeChange", message)
 
 
 # -- 3. version skew ---------------------------------------------------------------------------------------------
@@ -354,8 +357,29 @@ def plan_node_moves(snapshot: Snapshot, target: Target, nodes: Sequence[NodeView
         rollout=rollout,
         failed_revision=status.failed_revision,
         require_datapath=rollout.health_gate.require_datapath_check,
+        waiting_for=not_ready_before_nodes(
+            (rendering.release, *rendering.overlays), components_not_ready(snapshot, rendering)
+        ),
     )
     return plan_rollout(nodes, health(snapshot, nodes, expected), settings, now)
+
+
+def components_not_ready(snapshot: Snapshot, rendering: Rendering) -> set[tuple[str, str]]:
+    """(plugin, component) of the target's cluster workloads (Typha, the Cilium operator) that do not run the
+    target's release Ready yet: absent, another release's, or still rolling out."""
+    scopes = {(r.plugin, c.name): c.scope for r in (rendering.release, *rendering.overlays) for c in r.components}
+    waiting = set()
+    for obj in rendering.objects:
+        if obj["kind"] not in WORKLOAD_KINDS:
+            continue
+        labels = obj["metadata"]["labels"]
+        component = (str(labels.get(L.PLUGIN)), str(labels.get(L.COMPONENT)))
+        if scopes.get(component) is not ComponentScope.CLUSTER:
+            continue
+        live = snapshot.live(object_key(obj))
+        if live is None or live.labels.get(L.RELEASE) != labels.get(L.RELEASE) or not live.rolled_out:
+            waiting.add(component)
+    return waiting
 
 
 def health(snapshot: Snapshot, nodes: Iterable[NodeView], expected_pods: Mapping[str, int]) -> dict[str, NodeHealth]:
@@ -420,7 +444,7 @@ def objects(
     """
     rendering = target.rendering
     in_progress = bool(target.old)  # nodes run other revisions than the target (before this step's patches)
-    later = components_after_nodes(rendering)
+    later = {r.plugin: set(components_after_nodes(r)) for r in (rendering.release, *rendering.overlays)}
     now, deferred = [], []
     for obj in rendering.objects:
         labels = _labelled(obj, snapshot.network.name)["metadata"]["labels"]
@@ -462,16 +486,6 @@ def _labelled(obj: dict[str, Any], owner: str) -> dict[str, Any]:
     return obj
 
 
-def components_after_nodes(rendering: Rendering) -> dict[str, set[str]]:
-    """Per plugin, the cluster-level components its release upgrades after the node workloads."""
-    result = {}
-    for release in (rendering.release, *rendering.overlays):
-        components = release.components
-        first_node = next((i for i, c in enumerate(components) if c.scope is ComponentScope.NODE), len(components))
-        result[release.plugin] = {c.name for c in components[first_node:] if c.scope is ComponentScope.CLUSTER}
-    return result
-
-
 def node_daemonsets(rendering: Rendering) -> int:
     """How many Ready CNI pods a node on this revision must have: one per node DaemonSet it renders."""
     return sum(1 for obj in rendering.objects if obj["kind"] == "DaemonSet") or 1
@@ -504,6 +518,11 @@ def compute_status(
         "wave_count": plan.wave_count,
         "failed_nodes": failed_nodes,
         "failed_revision": plan.failed_revision,
+        "skipped_nodes": [
+            SkippedNode(name=s.name, reason=s.reason.value, message=s.message) for s in plan.skipped[:SKIPPED_SHOWN]
+        ],
+        "waiting_for": list(plan.waiting_for),
+        "warnings": [SpecWarning(field=w.field, message=w.message) for w in target.warnings],
         "agents": agents.summarise(snapshot.reports),
         "skew": [f.to_status() for f in skew.findings],
     }
@@ -573,6 +592,10 @@ def compute_events(
     back = [p for p in plan.patches if p.move is not None and p.move.rollback]
     if back:
         events.append(Event("Warning", "RollingBack", f"{back[0].why}: {_names(back)}"))
+    skipped_before = {s.name for s in previous.skipped_nodes}
+    for skipped in plan.skipped:
+        if skipped.name not in skipped_before:
+            events.append(Event("Warning", "NodeSkipped", f"node {skipped.name}: {skipped.message}"))
     known = {(f.name, f.reason) for f in previous.failed_nodes}
     for failure in plan.failures:
         if (failure.name, failure.reason) not in known:

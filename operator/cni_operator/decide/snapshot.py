@@ -67,6 +67,7 @@ class NetworkObject:
     created: str = ""  # creationTimestamp
     deleting: bool = False
     uid: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class LiveObject:
     labels: Mapping[str, str] = field(default_factory=dict)
     ready: int | None = None  # Ready replicas / pods, for workloads
     desired: int | None = None  # wanted replicas / scheduled pods, for workloads
+    rolled_out: bool = True  # workloads: the controller saw the latest spec and every replica runs it, Ready
 
     @property
     def key(self) -> ObjectKey:

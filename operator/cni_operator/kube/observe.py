@@ -144,6 +144,7 @@ def network_object(body: Mapping[str, Any]) -> NetworkObject:
         created=str(meta.get("creationTimestamp") or ""),
         deleting=bool(meta.get("deletionTimestamp")),
         uid=str(meta.get("uid") or ""),
+        annotations=dict(meta.get("annotations") or {}),
     )
 
 
@@ -166,7 +167,14 @@ def node_view(node: Any) -> NodeView:
         unschedulable=bool(node.spec.unschedulable),
         labels=labels,
         move=Move.decode((meta.annotations or {}).get(L.MOVE_ANNOTATION)),
+        ready=_node_ready(node),
     )
+
+
+def _node_ready(node: Any) -> bool:
+    """The kubelet says Ready (Unknown, a kubelet gone silent, is not Ready)."""
+    conditions = (node.status and node.status.conditions) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def node_facts(node: Any) -> NodeFacts:
@@ -198,10 +206,16 @@ def live_object(api_version: str, kind: str, obj: Mapping[str, Any]) -> LiveObje
     meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     ready = desired = None
+    rolled_out = True
+    seen = int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0)
     if kind == "DaemonSet":
         ready, desired = int(status.get("numberReady") or 0), int(status.get("desiredNumberScheduled") or 0)
+        rolled_out = seen and ready >= desired
     elif kind == "Deployment":
-        ready, desired = int(status.get("readyReplicas") or 0), int((obj.get("spec") or {}).get("replicas") or 0)
+        replicas = (obj.get("spec") or {}).get("replicas")
+        ready, desired = int(status.get("readyReplicas") or 0), int(1 if replicas is None else replicas)
+        updated = int(status.get("updatedReplicas") or 0)
+        rolled_out = seen and updated >= desired and ready >= desired
     return LiveObject(
         api_version=api_version,
         kind=kind,
@@ -211,6 +225,7 @@ def live_object(api_version: str, kind: str, obj: Mapping[str, Any]) -> LiveObje
         labels=dict(meta.get("labels") or {}),
         ready=ready,
         desired=desired,
+        rolled_out=rolled_out,
     )
 
 

@@ -237,6 +237,12 @@ def rollout(generation: int, target: str, current: str, plan: RolloutPlan, ready
         message += f", {plan.in_flight} in flight"
     if plan.complete and ready_count < total:
         message += f"; {ready_count} of {total} nodes have every CNI pod of the revision Ready"
+    if plan.waiting_for and plan.pending:
+        message += f"; the next wave waits for {', '.join(plan.waiting_for)} to be Ready"
+    if plan.skipped:
+        shown = ", ".join(f"{s.name} ({s.reason.value})" for s in plan.skipped[:5])
+        more = f" and {len(plan.skipped) - 5} more" if len(plan.skipped) > 5 else ""
+        message += f"; skipped until back: {shown}{more}"
     if plan.paused and plan.in_flight == 0 and plan.pending:
         message = f"paused by spec.rollout.paused: {message}; {plan.pending} nodes wait. Set paused: false to resume"
         return Observation(
