@@ -20,7 +20,6 @@ from cni_operator.decide.snapshot import MANAGED_KINDS
 from cni_operator.handlers import metrics
 from cni_operator.kube import events
 from cni_operator.kube.reconcile import Reconciler
-from cni_operator.status.conditions import status_body
 
 log = logging.getLogger(__name__)
 FINALIZER = L.FINALIZER
@@ -84,7 +83,7 @@ class ReconcileQueue:
             outcome = self.reconciler.reconcile(name)
         if outcome is None:
             return  # gone, or being deleted: the delete handler owns it now
-        metrics.record(name, status_body(outcome.decision.status), self.reconciler.nodes_per_revision)
+        metrics.record(name, outcome.decision.status, self.reconciler.nodes_per_revision)
         if outcome.decision.retry_after:
             self.kick(name, delay=outcome.decision.retry_after)
 
