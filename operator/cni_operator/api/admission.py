@@ -29,14 +29,11 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-import celpy
 import jsonschema
-from celpy.adapter import json_to_cel
-from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 from jsonschema.exceptions import ValidationError
 
-from cni_operator.api.cel import FUNCTIONS, regex_search
+from cni_operator.api.cel import CompiledRule, compile_rule, regex_search
 
 
 class ErrorKind(StrEnum):
@@ -131,11 +128,22 @@ _Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
 
 @dataclass(frozen=True)
 class _Rule:
-    text: str
-    program: celpy.Runner
+    compiled: CompiledRule
     message: str
-    message_expression: celpy.Runner | None
+    message_expression: CompiledRule | None
     field_path: str
+
+    def check(self, value: Any) -> str | None:
+        """None when the rule holds on the value; otherwise the refusal's message. An evaluation error fails the
+        rule, as in the API server."""
+        if self.compiled.holds(value):
+            return None
+        if self.message_expression is not None:
+            try:
+                return str(self.message_expression.evaluate(value))
+            except CELEvalError:
+                pass
+        return f"{self.message}; got {_json(value)}"
 
 
 @dataclass
@@ -149,49 +157,26 @@ class _Node:
     additional: _Node | None = None
 
 
-def _compile(schema: Mapping[str, Any], env: celpy.Environment) -> _Node:
+def _compile(schema: Mapping[str, Any]) -> _Node:
     node = _Node(schema)
     for rule in schema.get("x-kubernetes-validations", []):
-        try:
-            program = env.program(env.compile(rule["rule"]), functions=FUNCTIONS)
-            expression = rule.get("messageExpression")
-            message_program = env.program(env.compile(expression), functions=FUNCTIONS) if expression else None
-        except CELParseError as err:
-            raise ValueError(f"CRD rule {rule['rule']!r} does not compile: {err}") from err
+        expression = rule.get("messageExpression")
         node.rules.append(
             _Rule(
-                text=rule["rule"],
-                program=program,
+                compiled=compile_rule(rule["rule"]),
                 message=rule.get("message") or f"failed rule: {rule['rule']}",
-                message_expression=message_program,
+                message_expression=compile_rule(expression) if expression else None,
                 field_path=rule.get("fieldPath", ""),
             )
         )
     if schema.get("x-kubernetes-preserve-unknown-fields") and "properties" not in schema:
         return node
-    node.properties = {name: _compile(prop, env) for name, prop in schema.get("properties", {}).items()}
+    node.properties = {name: _compile(prop) for name, prop in schema.get("properties", {}).items()}
     if isinstance(schema.get("items"), Mapping):
-        node.items = _compile(schema["items"], env)
+        node.items = _compile(schema["items"])
     if isinstance(schema.get("additionalProperties"), Mapping):
-        node.additional = _compile(schema["additionalProperties"], env)
+        node.additional = _compile(schema["additionalProperties"])
     return node
-
-
-def _evaluate(rule: _Rule, value: Any) -> tuple[bool, str]:
-    """(passed, message) for one rule on one value; an evaluation error fails the rule, as in the API server."""
-    activation = {"self": json_to_cel(value)}
-    try:
-        result = rule.program.evaluate(activation)
-    except CELEvalError:
-        result = None
-    if not isinstance(result, CELEvalError) and result is not None and bool(result):
-        return True, ""
-    if rule.message_expression is not None:
-        try:
-            return False, str(rule.message_expression.evaluate(activation))
-        except CELEvalError:
-            pass
-    return False, f"{rule.message}; got {_json(value)}"
 
 
 # -- the admission ------------------------------------------------------------------------------------------------
@@ -236,14 +221,14 @@ class Admission:
         self.schema: Mapping[str, Any] = self.root["properties"]["spec"]
         self.spec_required = "spec" in self.root.get("required", [])
         self._validator = _Validator(json_schema(self.schema))
-        self._rules = _compile(self.schema, celpy.Environment())
+        self._rules = _compile(self.schema)
 
     def rules(self) -> list[str]:
         """Every CEL rule of the spec schema (for tests and docs)."""
         found: list[str] = []
 
         def walk(node: _Node) -> None:
-            found.extend(rule.text for rule in node.rules)
+            found.extend(rule.compiled.text for rule in node.rules)
             for child in (*node.properties.values(), node.items, node.additional):
                 if child is not None:
                     walk(child)
@@ -293,7 +278,9 @@ class Admission:
         for key, item in kept.items():
             child = properties.get(key) or (additional if isinstance(additional, Mapping) else None)
             if child is not None:
-                kept[key] = self._prepare(child, item, f"{path}.{key}" if key in properties else f"{path}[{key}]", errors)
+                kept[key] = self._prepare(
+                    child, item, f"{path}.{key}" if key in properties else f"{path}[{key}]", errors
+                )
         return kept
 
     @staticmethod
@@ -358,15 +345,17 @@ class Admission:
                 path, ErrorKind.TOO_LONG, f"may be at most {expected} characters, not {len(instance)}{hint}"
             )
         if keyword in ("maxItems", "maxProperties"):
-            return FieldError(path, ErrorKind.TOO_MANY, f"may hold at most {expected} entries, not {len(instance)}{hint}")
+            return FieldError(
+                path, ErrorKind.TOO_MANY, f"may hold at most {expected} entries, not {len(instance)}{hint}"
+            )
         if keyword in ("minItems", "minProperties"):
-            return FieldError(path, ErrorKind.INVALID, f"needs at least {expected} {'entry' if expected == 1 else 'entries'}{hint}")
+            return FieldError(
+                path, ErrorKind.INVALID, f"needs at least {expected} {'entry' if expected == 1 else 'entries'}{hint}"
+            )
         if keyword == "minLength":
             return FieldError(path, ErrorKind.INVALID, f"needs at least {expected} characters{hint}")
         if keyword == "pattern":
-            return FieldError(
-                path, ErrorKind.INVALID, f"{_json(instance)} does not have the form {expected}{hint}"
-            )
+            return FieldError(path, ErrorKind.INVALID, f"{_json(instance)} does not have the form {expected}{hint}")
         if keyword in ("minimum", "exclusiveMinimum"):
             word = "at least" if keyword == "minimum" else "more than"
             return FieldError(path, ErrorKind.INVALID, f"must be {word} {expected}, not {_json(instance)}{hint}")
@@ -381,8 +370,8 @@ class Admission:
         if value is None:
             return
         for rule in node.rules:
-            passed, message = _evaluate(rule, value)
-            if not passed:
+            message = rule.check(value)
+            if message is not None:
                 where = path + (rule.field_path if rule.field_path.startswith(("[", ".")) else "")
                 yield FieldError(where, ErrorKind.INVALID, message)
         if isinstance(value, dict):

@@ -17,10 +17,14 @@ import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
+import celpy
 import re2
 from celpy import celtypes
+from celpy.adapter import json_to_cel
+from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -215,3 +219,41 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "containsIP": _contains_ip,
     "containsCIDR": _contains_cidr,
 }
+
+
+_ENV = celpy.Environment()
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    """One CEL rule, compiled once, with the functions above."""
+
+    text: str
+    program: celpy.Runner
+
+    def holds(self, value: Any) -> bool | None:
+        """Whether the rule holds with `self` bound to the JSON value; None when it cannot be evaluated (the
+        API server then refuses, as for a rule that does not hold)."""
+        try:
+            result = self.program.evaluate({"self": json_to_cel(value)})
+        except CELEvalError:
+            return None
+        if isinstance(result, CELEvalError):
+            return None
+        return bool(result)
+
+    def evaluate(self, value: Any) -> Any:
+        """The rule's value (for message expressions); raises CELEvalError."""
+        result = self.program.evaluate({"self": json_to_cel(value)})
+        if isinstance(result, CELEvalError):
+            raise result
+        return result
+
+
+@cache
+def compile_rule(text: str) -> CompiledRule:
+    """ValueError when the rule does not parse."""
+    try:
+        return CompiledRule(text, _ENV.program(_ENV.compile(text), functions=FUNCTIONS))
+    except CELParseError as err:
+        raise ValueError(f"CEL rule {text!r} does not compile: {err}") from err

@@ -179,7 +179,9 @@ class ClusterNetworkSpec(_Model):
     )
     encryption: Encryption = Field(Encryption.NONE, description="encryption of pod traffic between nodes")
     network_policy: bool = Field(True, description="enforce NetworkPolicy objects (needs a plugin that can)")
-    bgp: bool = Field(False, description="advertise pod routes to the network's routers over BGP (needs a plugin that can)")
+    bgp: bool = Field(
+        False, description="advertise pod routes to the network's routers over BGP (needs a plugin that can)"
+    )
     multus: Multus = Field(default_factory=Multus, description="Multus over the primary plugin")
     settings: dict[str, Any] = Field(
         default_factory=dict,
