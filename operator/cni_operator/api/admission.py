@@ -305,8 +305,8 @@ class Admission:
             elif part in schema.get("properties", {}):
                 path += f".{part}"
                 schema = schema["properties"][part]
-            else:
-                path += f"[{part}]"
+            else:  # a map key: the OpenAPI validator names it like a property (nodeSelector.pool)
+                path += f".{part}"
                 additional = schema.get("additionalProperties")
                 schema = additional if isinstance(additional, Mapping) else {}
         return path, schema
