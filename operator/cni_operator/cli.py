@@ -338,7 +338,7 @@ def _render(args: argparse.Namespace) -> int:
     from cni_operator.render.engine import Renderer
 
     catalog = default_catalog()
-    version = _kubernetes_version(args.kubernetes_version) if args.kubernetes_version else None
+    version = _kubernetes_version(args.kubernetes_version) if args.kubernetes_version is not None else None
     networks = _cluster_networks(args.filename)
     if len(networks) != 1:
         raise UserFacingError(f"{args.filename}: expected one ClusterNetwork, found {len(networks)}")
@@ -388,7 +388,7 @@ def _validate(args: argparse.Namespace) -> int:
     from cni_operator.catalog.loader import default_catalog
 
     catalog = default_catalog()
-    version = _kubernetes_version(args.kubernetes_version) if args.kubernetes_version else None
+    version = _kubernetes_version(args.kubernetes_version) if args.kubernetes_version is not None else None
     results = []
     for path in args.filename:
         networks = _cluster_networks(path)
@@ -467,7 +467,7 @@ def _skew(args: argparse.Namespace) -> int:
     if args.plugin and args.plugin not in catalog.plugins():
         known = ", ".join(catalog.plugins())
         raise UserFacingError(f"--plugin: the catalog has no plugin {args.plugin!r}; known: {known}")
-    if args.kubernetes_version:
+    if args.kubernetes_version is not None:
         return _skew_offline(catalog, _kubernetes_version(args.kubernetes_version), args.plugin)
     return _skew_live(catalog, args.kubeconfig, args.plugin)
 

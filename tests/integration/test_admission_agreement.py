@@ -31,8 +31,10 @@ UNSET = object()  # remove the field
 # (what it tests, changes to BASE at a dotted path; UNSET removes the field)
 HAND_PICKED: list[tuple[str, dict[str, Any]]] = [
     ("the base spec", {}),
-    ("dual-stack, fixed MTU, percentage", {"podCIDRs": ["10.244.0.0/16", "fd00:10:244::/56"], "mtu": 1450,
-                                           "rollout.maxUnavailable": "25%"}),
+    (
+        "dual-stack, fixed MTU, percentage",
+        {"podCIDRs": ["10.244.0.0/16", "fd00:10:244::/56"], "mtu": 1450, "rollout.maxUnavailable": "25%"},
+    ),
     ("IPv6 only", {"podCIDRs": ["fd00::/8"]}),
     ("plugin facts are the catalog's: flannel with networkPolicy", {"plugin": "flannel"}),
     ("plugin facts are the catalog's: weave-net with bgp", {"plugin": "weave-net", "bgp": True}),
