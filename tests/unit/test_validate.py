@@ -12,7 +12,6 @@ from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.plan.skew import ClusterFacts
 from cni_operator.plan.validate import SpecError, Stage, validate
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 
