@@ -21,6 +21,7 @@ one corpus through both this and the real API server and asserts they agree.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -285,8 +286,6 @@ class Admission:
 
     @staticmethod
     def _unknown(key: str, properties: Mapping[str, Any]) -> str:
-        import difflib
-
         close = difflib.get_close_matches(key, list(properties), n=1)
         if close:
             return f"unknown field; did you mean {close[0]}? Otherwise remove it"
