@@ -201,3 +201,30 @@ def test_the_default_multus_is_the_newest_that_suits_the_cluster(catalog: Catalo
     assert validate(pinned, catalog, kubernetes_version=f"v{newest.compatibility.kubernetes[-1]}.0").overlays == (
         oldest,
     )
+
+
+@pytest.mark.parametrize(
+    ("plugin", "ignored", "effective"),
+    [
+        ("flannel", {"encapsulation": "None", "mtu": 1400}, {"encapsulation": "None"}),
+        ("flannel", {"encryption": "WireGuard", "settings": {"vni": 7}}, {"encryption": "WireGuard"}),
+        ("calico", {"networkPolicy": False}, {"networkPolicy": True}),
+        ("calico", {"encapsulation": "VXLAN", "settings": {"ipipMode": "CrossSubnet"}}, {"encapsulation": "VXLAN"}),
+        ("calico", {"settings": {"asNumber": 65000, "natOutgoing": False}}, {"settings": {"natOutgoing": False}}),
+        ("cilium", {"settings": {"autoDirectNodeRoutes": False}}, {}),
+    ],
+)
+def test_an_ignored_setting_changes_no_manifest_and_no_revision(
+    catalog: Catalog, plugin: str, ignored: dict[str, Any], effective: dict[str, Any]
+) -> None:
+    """A warning's setting is rendered as what the plugin runs instead: no rollout that changes nothing."""
+    from cni_operator.render.engine import Renderer
+
+    validated = validate(_spec(catalog, plugin, **ignored), catalog)
+    assert validated.warnings
+    plain = validate(_spec(catalog, plugin, **effective), catalog)
+    assert not plain.warnings and validated.spec == plain.spec and validated.settings == plain.settings
+    renderer = Renderer(catalog)
+    first = renderer.render(validated, kubernetes_version="v1.36.3")
+    second = renderer.render(plain, kubernetes_version="v1.36.3")
+    assert first.revision == second.revision and first.objects == second.objects

@@ -110,10 +110,18 @@ class SpecCheck(_Strict):
     field: str = Field(pattern=r"^spec(\.[A-Za-z0-9]+|\[[0-9]+\])*$", description="the field the message is about")
     severity: CheckSeverity
     message: str = Field(description="what the plugin does instead, and the fix")
+    effective: dict[str, Any] | None = Field(
+        None,
+        description="Warn only: a JSON merge patch (RFC 7386) of the spec to what the plugin runs instead (e.g. "
+        "{mtu: auto}); the operator renders the patched spec, so an ignored setting changes neither the manifests "
+        "nor the revision, and never starts a rollout that changes nothing on the nodes",
+    )
 
     @model_validator(mode="after")
     def _compiles(self) -> SpecCheck:
         compile_rule(self.rule)
+        if self.effective is not None and self.severity is not CheckSeverity.WARN:
+            raise ValueError("effective is for Warn checks: a refused spec is not rendered")
         return self
 
 

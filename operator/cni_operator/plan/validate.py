@@ -17,7 +17,10 @@ Refusal or warning, for settings the chosen plugin ignores or cannot combine (th
 - a warning where a setting merely has no effect and the network runs as the user expects otherwise (Flannel's
   fixed MTU with host-gw or WireGuard, Calico's `networkPolicy: false`, which Calico cannot turn off, settings of a
   mode that is not selected). Refusing those would block a GitOps sync over a knob that changes nothing; a warning
-  shows in `cni-operator validate` and in status, so the user can clean the spec up.
+  shows in `cni-operator validate` and in status, so the user can clean the spec up. The check's `effective`
+  patch turns the validated spec into what the plugin runs instead (mtu auto, networkPolicy true, the setting
+  removed), so an ignored setting changes no manifest and no revision: it never starts a rollout that changes
+  nothing on the nodes.
 
 Every problem names the field as the user wrote it (`spec.rollout.maxUnavailable`) and the fix.
 """
@@ -75,7 +78,9 @@ class ValidatedSpec:
     release: PluginRelease
     settings: dict[str, Any]  # the release's defaults with the user's settings on top
     overlays: tuple[PluginRelease, ...] = ()
-    warnings: tuple[Problem, ...] = ()  # settings the plugin ignores: shown by `validate` and in status
+    # Settings the plugin ignores: shown by `validate` and in status. `spec` is then the spec as the plugin runs it
+    # (the catalog check's `effective` patch applied), so the ignored setting changes no manifest and no revision.
+    warnings: tuple[Problem, ...] = ()
 
 
 def _loc(location: Iterable[Any]) -> str:
@@ -208,18 +213,38 @@ def _dump(spec: ClusterNetworkSpec) -> dict[str, Any]:
     return data
 
 
-def _checks(releases: Sequence[PluginRelease], spec: ClusterNetworkSpec) -> tuple[list[Problem], list[Problem]]:
-    """(refusals, warnings) from the catalog checks of the target releases."""
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch: objects merge, null deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _checks(
+    releases: Sequence[PluginRelease], spec: ClusterNetworkSpec
+) -> tuple[list[Problem], list[Problem], ClusterNetworkSpec]:
+    """(refusals, warnings, the spec as the plugin runs it) from the catalog checks of the target releases."""
     refusals: list[Problem] = []
     warnings: list[Problem] = []
     value = _dump(spec)
+    effective = value
     for release in releases:
         for check in release.checks:
             if compile_rule(check.rule).holds(value):
                 continue
             problem = Problem(check.field, f"{release.key.replace('/', ' ')}: {check.message}")
             (refusals if check.severity is CheckSeverity.REFUSE else warnings).append(problem)
-    return refusals, warnings
+            if check.effective is not None:
+                effective = merge_patch(effective, check.effective)
+    if effective is not value:
+        spec = ClusterNetworkSpec.model_validate(effective)
+    return refusals, warnings, spec
 
 
 def validate(
@@ -324,8 +349,14 @@ def validate(
             hint = f"; {name} accepts: {', '.join(known) if known else 'no settings'}"
         problems.append(Problem(where, error.message + hint))
 
-    refusals, warnings = _checks((release, *overlays), spec)
+    refusals, warnings, spec = _checks((release, *overlays), spec)
     problems += refusals
     if problems:
         raise SpecError(problems)
-    return ValidatedSpec(spec=spec, release=release, settings=settings, overlays=overlays, warnings=tuple(warnings))
+    return ValidatedSpec(
+        spec=spec,
+        release=release,
+        settings={**release.defaults, **spec.settings},
+        overlays=overlays,
+        warnings=tuple(warnings),
+    )
