@@ -371,6 +371,7 @@ def _check_network(doc: dict[str, Any], catalog: Any, kubernetes_version: str | 
         validated = validate(doc.get("spec"), catalog, kubernetes_version=kubernetes_version)
     except SpecError as err:
         problems += err.problems
+        warnings = list(err.warnings)
     else:
         warnings = list(validated.warnings)
     return {

@@ -62,8 +62,9 @@ class Problem:
 class SpecError(ValueError):
     """The spec cannot be rendered; `problems` says where and what to do."""
 
-    def __init__(self, problems: Iterable[Problem]) -> None:
+    def __init__(self, problems: Iterable[Problem], warnings: Iterable[Problem] = ()) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)  # found along the way: settings the plugin ignores
         super().__init__("\n".join(str(p) for p in self.problems))
 
     @property
@@ -352,7 +353,7 @@ def validate(
     refusals, warnings, spec = _checks((release, *overlays), spec)
     problems += refusals
     if problems:
-        raise SpecError(problems)
+        raise SpecError(problems, warnings)
     return ValidatedSpec(
         spec=spec,
         release=release,
