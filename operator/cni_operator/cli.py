@@ -511,8 +511,8 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
     from kubernetes import client
     from kubernetes.config import ConfigException
 
-    from cni_operator.api import v1alpha1 as api
-    from cni_operator.kube import skew as kube_skew
+    from cni_operator.decide.pipeline import releases_in_use
+    from cni_operator.kube.observe import Observer, active_name, network_object
     from cni_operator.plan import skew as S
     from cni_operator.plan.validate import SpecError, validate
 
@@ -523,15 +523,9 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
     from cni_operator.kube.client import api_client
 
     try:
-        api_client_ = api_client(kubeconfig)
-        facts = kube_skew.observe(api_client_)
-        custom: Any = client.CustomObjectsApi(api_client_)
-        try:
-            networks = custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)["items"]
-        except client.ApiException as err:
-            if err.status != 404:
-                raise
-            networks = []  # the CRD is not installed: no ClusterNetwork
+        observer = Observer(api_client(kubeconfig))
+        facts = observer.cluster_facts()
+        networks = observer.networks()
     except (ConfigException, OSError) as err:
         raise UserFacingError(f"cannot read the cluster from the kubeconfig: {err}") from err
     except client.ApiException as err:
@@ -546,18 +540,16 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
     out.print(nodes)
 
     code = 0
-    alive = [n for n in networks if not n["metadata"].get("deletionTimestamp")] or networks
-    if alive:
-        active = min(alive, key=lambda n: (n["metadata"]["creationTimestamp"], n["metadata"]["name"]))
-        name = active["metadata"]["name"]
+    if networks:
+        name = active_name(networks)
+        active = next(n for n in networks if n["metadata"]["name"] == name)
         try:
             validated = validate(active.get("spec"), catalog, cluster=facts)
         except SpecError as err:
             raise UserFacingError(f"ClusterNetwork {name} is invalid:\n{err}") from err
         for warning in validated.warnings:
             console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-        status = active.get("status") or {}
-        running = S.releases_in_use(status, catalog, (n.revision for n in facts.nodes))
+        running = releases_in_use(network_object(active).status, catalog, (n.revision for n in facts.nodes))
         report = S.evaluate(
             facts,
             catalog,

@@ -241,6 +241,26 @@ class RevisionRecord(_Model):
         description="the spec that rendered it, so the operator can render it again while nodes still run it",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+    defaulted: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the spec fields that defaults filled in for it; later reconciles keep these values while the "
+        "user leaves the fields unset, so a default changed by a newer operator does not re-roll every node",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    overlays: list[str] = Field(
+        default_factory=list, max_length=4, description="overlay releases of this revision, e.g. multus/v4.2.4"
+    )
+
+
+class SkippedNode(_Model):
+    name: str = Field(description="the node")
+    reason: Literal["NotReady", "Cordoned"] = Field(description="why the rollout leaves it out for now")
+    message: str = Field("", description="details; the node moves once it is Ready and uncordoned")
+
+
+class SpecWarning(_Model):
+    field: str = Field(description="the spec field, e.g. spec.podCIDRs")
+    message: str = Field(description="what to look at, and why it was not refused")
 
 
 class NodeCounts(_Model):
@@ -302,6 +322,19 @@ class ClusterNetworkStatus(_Model):
         "", description="the target revision failed its health gate: no more nodes move to it until the spec changes"
     )
     failed_nodes: list[FailedNode] = Field(default_factory=list, description="nodes that failed the rollout, and why")
+    skipped_nodes: list[SkippedNode] = Field(
+        default_factory=list,
+        max_length=50,
+        description="nodes the rollout leaves out for now (NotReady, or cordoned by someone else): they count "
+        "against no maxUnavailable and move once back (the first 50)",
+    )
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="cluster components (plugin/component) that must be Ready before the next node wave starts",
+    )
+    warnings: list[SpecWarning] = Field(
+        default_factory=list, max_length=20, description="what the accepted spec does that deserves a look"
+    )
     revision_history: list[RevisionRecord] = Field(
         default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"
     )

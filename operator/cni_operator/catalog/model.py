@@ -125,6 +125,44 @@ class SpecCheck(_Strict):
         return self
 
 
+class PodAddressing(StrEnum):
+    """Who hands out pod addresses, which decides what spec.podCIDRs means across a plugin swap."""
+
+    PLUGIN_POOL = "pluginPool"  # the plugin's own IPAM carves per-node blocks out of spec.podCIDRs (Calico, Cilium)
+    NODE_POD_CIDR = "nodePodCIDR"  # each node's Node.spec.podCIDRs, from kube-controller-manager (Flannel)
+    NONE = "none"  # an overlay (Multus): the primary plugin addresses the pods
+
+
+class LiveChangeEffect(StrEnum):
+    """Why a change cannot simply roll out node by node to a running network."""
+
+    SEEDS_ONCE = "seedsOnce"  # read only when the plugin first creates its pools or ranges; later edits do nothing
+    SPLITS_DATAPATH = "splitsDatapath"  # nodes on the old and the new value cannot reach each other's pods
+
+
+class LiveChange(_Strict):
+    """A spec field a running network of this release cannot take in a rolling update (plan/change.py)."""
+
+    field: str = Field(
+        description="the spec field as users write it, without 'spec.': encapsulation, encryption, settings.<name>"
+    )
+    effect: LiveChangeEffect
+    reason: str = Field(description="what goes wrong, in the plugin's terms")
+    instead: str = Field(description="how to make the change instead (the refusal shows it)")
+
+
+class RunningNetwork(_Strict):
+    """How a running network of this release takes spec changes; plan/change.py reads only this."""
+
+    pod_addressing: PodAddressing = Field(alias="podAddressing")
+    pod_cidrs_instead: str = Field(
+        "",
+        alias="podCIDRsInstead",
+        description="how to give pods new ranges with this plugin, shown when spec.podCIDRs changes",
+    )
+    refused_changes: list[LiveChange] = Field(default_factory=list, alias="refusedChanges")
+
+
 class Source(_Strict):
     """Where the facts in this file come from (the upstream project's own docs and repository)."""
 
@@ -158,6 +196,11 @@ class PluginRelease(_Strict):
     addressing: Addressing = Field(default_factory=Addressing, description="per-node address blocks")
     checks: list[SpecCheck] = Field(
         default_factory=list, description="settings this release ignores or cannot combine (validate refuses or warns)"
+    )
+    running_network: RunningNetwork = Field(
+        default_factory=lambda: RunningNetwork(pod_addressing=PodAddressing.NONE),
+        alias="runningNetwork",
+        description="which changes a running network of this release refuses, and what to do instead",
     )
     sources: list[Source] = Field(min_length=1)
 
