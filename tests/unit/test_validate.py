@@ -212,6 +212,7 @@ def test_the_default_multus_is_the_newest_that_suits_the_cluster(catalog: Catalo
         ("calico", {"encapsulation": "VXLAN", "settings": {"ipipMode": "CrossSubnet"}}, {"encapsulation": "VXLAN"}),
         ("calico", {"settings": {"asNumber": 65000, "natOutgoing": False}}, {"settings": {"natOutgoing": False}}),
         ("cilium", {"settings": {"autoDirectNodeRoutes": False}}, {}),
+        ("calico", {"multus": {"enabled": False, "version": "v4.2.4"}}, {}),
     ],
 )
 def test_an_ignored_setting_changes_no_manifest_and_no_revision(

@@ -20,7 +20,8 @@ Refusal or warning, for settings the chosen plugin ignores or cannot combine (th
   shows in `cni-operator validate` and in status, so the user can clean the spec up. The check's `effective`
   patch turns the validated spec into what the plugin runs instead (mtu auto, networkPolicy true, the setting
   removed), so an ignored setting changes no manifest and no revision: it never starts a rollout that changes
-  nothing on the nodes.
+  nothing on the nodes. One such warning is the API's own, whatever the plugin: spec.multus.version while
+  spec.multus.enabled is false.
 
 Every problem names the field as the user wrote it (`spec.rollout.maxUnavailable`) and the fix.
 """
@@ -352,6 +353,15 @@ def validate(
 
     refusals, warnings, spec = _checks((release, *overlays), spec)
     problems += refusals
+    if not spec.multus.enabled and spec.multus.version:  # the API's own semantics, whatever the plugin
+        warnings.append(
+            Problem(
+                "spec.multus.version",
+                f"ignored while spec.multus.enabled is false (no overlay is installed): remove it, or set enabled "
+                f"true to install {spec.multus.version}",
+            )
+        )
+        spec = spec.model_copy(update={"multus": spec.multus.model_copy(update={"version": None})})
     if problems:
         raise SpecError(problems, warnings)
     return ValidatedSpec(
