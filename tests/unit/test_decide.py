@@ -15,7 +15,7 @@ import pytest
 from cni_operator.api.v1alpha1 import ClusterNetworkSpec, ClusterNetworkStatus, RevisionRecord
 from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.decide.decision import Decision
-from cni_operator.decide.pipeline import carry_defaults, decide, defaulted_fields
+from cni_operator.decide.pipeline import carry_defaults, decide, decide_deletion, defaulted_fields
 from cni_operator.decide.snapshot import PodFacts
 from cni_operator.plan.rollout import NodeView
 from tests.decide_sim import FakeCluster, dump, names
@@ -315,3 +315,22 @@ def test_nodes_not_ready_or_cordoned_by_others_are_skipped_and_reported(catalog:
     cluster.nodes["node-01"] = dataclasses.replace(cluster.nodes["node-01"], unschedulable=False)
     cluster.run()
     assert set(cluster.revisions().values()) == {target} and cluster.status.phase == "Ready"
+
+
+def test_deletion_keeps_or_removes_and_always_releases_the_nodes(catalog: Catalog) -> None:
+    cluster = installed(catalog, flannel(), count=2)
+    cluster.edit(version="v0.28.9")
+    cluster.step()  # node-00 is cordoned, in flight
+    owned = list(cluster.objects.values())
+    nodes = list(cluster.nodes.values())
+    keep = decide_deletion("default", cluster.spec, "default", owned, nodes)
+    assert not keep.delete and len(keep.disown) == len(owned) and keep.event and keep.event.reason == "Kept"
+    assert keep.node_patches == (
+        ("node-00", {"metadata": {"annotations": {"cni-operator.dev/move": None}}, "spec": {"unschedulable": False}}),
+    )
+    remove = decide_deletion("default", {**cluster.spec, "nodeCleanup": "Remove"}, "default", owned, nodes)
+    assert len(remove.delete) == len(owned) and not remove.disown
+    assert [kind for kind in (r.kind for r in remove.delete)][-1] == "Namespace", "namespaces go last"
+    assert {n for n, _ in remove.node_patches} == {"node-00", "node-01"}, "revision labels are removed too"
+    inactive = decide_deletion("other", cluster.spec, "default", [], nodes)
+    assert inactive.event is None and not inactive.node_patches

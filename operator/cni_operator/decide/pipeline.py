@@ -21,6 +21,7 @@ from cni_operator.api.v1alpha1 import (
     ClusterNetworkSpec,
     ClusterNetworkStatus,
     FailedNode,
+    NodeCleanup,
     RevisionRecord,
     SkewFinding,
     SkippedNode,
@@ -30,7 +31,7 @@ from cni_operator.api.v1alpha1 import (
 from cni_operator.catalog.loader import Catalog, CatalogError
 from cni_operator.catalog.model import ComponentScope, PluginRelease
 from cni_operator.decide.decision import Decision, Event, Eviction, FailureRecord, ObjectRef
-from cni_operator.decide.snapshot import DESTRUCTIVE_KINDS, MANAGED_KINDS, Snapshot, object_key
+from cni_operator.decide.snapshot import DESTRUCTIVE_KINDS, MANAGED_KINDS, LiveObject, Snapshot, object_key
 from cni_operator.plan import skew as S
 from cni_operator.plan.change import check_change, confirmations
 from cni_operator.plan.components import components_after_nodes, not_ready_before_nodes
@@ -683,6 +684,52 @@ def _nothing_to_roll_out(snapshot: Snapshot, refusal: Refusal, last: Refusal) ->
         retry_after=RETRY_NOT_READY,
         nodes_per_revision=_count_revisions(snapshot.nodes),
     )
+
+
+# -- deletion ------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting a ClusterNetwork does: objects to delete or to disown, node patches, one event."""
+
+    delete: tuple[ObjectRef, ...]
+    disown: tuple[ObjectRef, ...]
+    node_patches: tuple[tuple[str, dict[str, Any]], ...]  # (node, JSON merge patch)
+    event: Event | None
+
+
+def decide_deletion(
+    name: str, spec: Any, active: str, owned: Sequence[LiveObject], nodes: Iterable[NodeView]
+) -> Deletion:
+    """nodeCleanup Remove deletes everything this ClusterNetwork created (workloads first, CRDs and namespaces
+    last) and the nodes' revision labels; Keep (the default) leaves the running network in place, unmanaged (our
+    owner label dropped, so no other ClusterNetwork prunes it), so nodes keep their pods' connectivity. Either
+    way nodes the operator cordoned are uncordoned and moves are forgotten. An inactive ClusterNetwork that owns
+    nothing does nothing."""
+    if active != name and not owned:
+        return Deletion((), (), (), None)
+    cleanup = (spec.get("nodeCleanup") if isinstance(spec, dict) else None) or NodeCleanup.KEEP.value
+    remove = cleanup == NodeCleanup.REMOVE.value
+    order = {kind: index for index, kind in enumerate(MANAGED_KINDS)}  # custom objects before all: -1
+    ordered = sorted(owned, key=lambda o: order.get((o.api_version, o.kind), -1))
+    refs = tuple(ObjectRef(o.api_version, o.kind, o.namespace, o.name) for o in ordered)
+    patches = []
+    for node in nodes:
+        patch: dict[str, Any] = {}
+        if node.move:
+            patch["metadata"] = {"annotations": {L.MOVE_ANNOTATION: None}}
+            if node.move.cordoned:
+                patch["spec"] = {"unschedulable": False}
+        if remove and node.revision is not None:
+            patch.setdefault("metadata", {})["labels"] = {L.NODE_REVISION: None}
+        if patch:
+            patches.append((node.name, patch))
+    if remove:
+        event = Event("Normal", "Removed", f"deleted {len(refs)} objects: the network is removed from the nodes")
+        return Deletion(refs, (), tuple(patches), event)
+    event = Event("Normal", "Kept", f"left {len(refs)} objects running, no longer managed (nodeCleanup: Keep)")
+    return Deletion((), refs, tuple(patches), event)
 
 
 # -- small pure helpers ------------------------------------------------------------------------------------------

@@ -19,17 +19,16 @@ from kubernetes.client import ApiClient, ApiException
 
 from cni_operator.api import v1alpha1 as api
 from cni_operator.api import vocabulary as L
-from cni_operator.api.v1alpha1 import NodeCleanup
 from cni_operator.catalog.loader import Catalog
 from cni_operator.decide.decision import Decision, Event, Eviction, ObjectRef
-from cni_operator.decide.pipeline import decide
-from cni_operator.decide.snapshot import LiveObject, NetworkObject, listed_kinds, object_key
+from cni_operator.decide.pipeline import decide, decide_deletion
+from cni_operator.decide.snapshot import NetworkObject, listed_kinds, object_key
 from cni_operator.kube import events as kube_events
 from cni_operator.kube.apply import Applier
 from cni_operator.kube.observe import NotFound, Observer, active_name, node_view
 from cni_operator.plan.rollout import NodePatch
 from cni_operator.render.engine import Renderer
-from cni_operator.status.conditions import status_body
+from cni_operator.status.conditions import read_status, status_body
 
 log = logging.getLogger(__name__)
 SHOWN = 10  # objects named in one Applied/Pruned event
@@ -199,28 +198,22 @@ class Reconciler:
     # -- deletion ----------------------------------------------------------------------------------------------
 
     def finalize(self, body: dict[str, Any]) -> list[Event]:
-        """On deletion: with nodeCleanup Remove, delete everything this ClusterNetwork created; with Keep (the
-        default) leave the running network in place, unmanaged, so nodes keep their pods' connectivity."""
+        """On deletion: observe what this ClusterNetwork owns, decide (decide_deletion), carry it out."""
         name = body["metadata"]["name"]
-        status = body.get("status") or {}
-        kinds = listed_kinds(status.get("inventoryKinds") or [] if isinstance(status, dict) else [])
-        owned = list(self.observer.managed_objects(name, kinds))
-        if active_name(self.observer.networks()) != name and not owned:
-            return []
-        cleanup = ((body.get("spec") or {}).get("nodeCleanup")) or NodeCleanup.KEEP.value
-        if cleanup == NodeCleanup.REMOVE.value:
-            deleted = [o for o in owned if self.delete(ObjectRef(o.api_version, o.kind, o.namespace, o.name))]
-            self.release_nodes(remove_labels=True)
-            return [
-                Event("Normal", "Removed", f"deleted {len(deleted)} objects: the network is removed from the nodes")
-            ]
-        for obj in owned:
-            self._disown(obj)
-        self.release_nodes(remove_labels=False)
-        return [Event("Normal", "Kept", f"left {len(owned)} objects running, no longer managed (nodeCleanup: Keep)")]
+        status = read_status(body.get("status"))
+        owned = list(self.observer.managed_objects(name, listed_kinds(status.inventory_kinds)))
+        nodes = [node_view(n) for n in self.observer.node_list()]
+        deletion = decide_deletion(name, body.get("spec"), active_name(self.observer.networks()), owned, nodes)
+        for ref in deletion.delete:
+            self.delete(ref)
+        for ref in deletion.disown:
+            self._disown(ref)
+        for node, patch in deletion.node_patches:
+            self.core.patch_node(node, patch)
+        return [deletion.event] if deletion.event else []
 
-    def _disown(self, obj: LiveObject) -> None:
-        """Drop our owner label so no later reconcile of another ClusterNetwork prunes these objects by mistake."""
+    def _disown(self, obj: ObjectRef) -> None:
+        """Drop our owner label so no later reconcile of another ClusterNetwork prunes the object by mistake."""
         resource = self.applier.resource(obj.api_version, obj.kind)
         resource.patch(
             name=obj.name,
@@ -228,23 +221,6 @@ class Reconciler:
             body={"metadata": {"labels": {L.OWNER: None}}},
             content_type="application/merge-patch+json",
         )
-
-    def release_nodes(self, *, remove_labels: bool) -> int:
-        """When the ClusterNetwork goes: uncordon what the operator cordoned, forget moves, and (when the network is
-        removed too) drop the revision labels. Kept networks keep their labels: their DaemonSets select by them."""
-        count = 0
-        for node in (node_view(n) for n in self.observer.node_list()):
-            patch: dict[str, Any] = {}
-            if node.move:
-                patch["metadata"] = {"annotations": {L.MOVE_ANNOTATION: None}}
-                if node.move.cordoned:
-                    patch["spec"] = {"unschedulable": False}
-            if remove_labels and node.revision is not None:
-                patch.setdefault("metadata", {})["labels"] = {L.NODE_REVISION: None}
-            if patch:
-                self.core.patch_node(node.name, patch)
-                count += 1
-        return count
 
 
 def _result_events(outcome: Outcome) -> list[Event]:
