@@ -65,7 +65,7 @@ HAND_PICKED: list[tuple[str, dict[str, Any]]] = [
     ("canary beyond int64", {"rollout.canary.nodes": 10**20}),
     ("empty plugin", {"plugin": ""}),
     ("empty spec", {"plugin": UNSET, "version": UNSET, "podCIDRs": UNSET}),
-    ("unicode in a CIDR", {"podCIDRs": ["１0.0.0.0/8"]}),
+    ("unicode in a CIDR", {"podCIDRs": ["\uff110.0.0.0/8"]}),  # a full-width digit one
     ("IPv6 with an embedded IPv4", {"podCIDRs": ["64:ff9b::10.0.0.0/120"]}),
     ("IPv6 upper case", {"podCIDRs": ["FD00:10:244::/56"]}),
     ("nodeSelector not a map", {"rollout.canary.nodeSelector": ["a"]}),

@@ -86,6 +86,7 @@ def test_ipv6_with_an_ipv4_only_plugin_is_refused(catalog: Catalog) -> None:
 def test_cidr_with_host_bits_names_the_network(catalog: Catalog) -> None:
     problems = _problems(catalog, _spec(catalog, "calico", podCIDRs=["10.244.1.1/16"]))
     assert "write 10.244.0.0/16" in problems["spec.podCIDRs[0]"]
+    validate(_spec(catalog, "calico", podCIDRs=["10.244.0.0/16", "FD00:10:244::/56"]), catalog)  # only written so
 
 
 def test_unknown_setting_lists_the_accepted_ones(catalog: Catalog) -> None:

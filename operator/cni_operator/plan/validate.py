@@ -184,7 +184,7 @@ def _pod_cidr_problems(
         except ValueError:
             problems.append(Problem(f"spec.podCIDRs[{index}]", f"{cidr!r} is not a CIDR; write e.g. 10.244.0.0/16"))
             continue
-        if str(network) != cidr:
+        if ipaddress.ip_interface(cidr).ip != network.network_address:  # FD00::/56 is fine, 10.244.1.1/16 not
             problems.append(Problem(f"spec.podCIDRs[{index}]", f"{cidr} has host bits set; write {network}"))
         unusable = _unusable(network)
         if unusable:
