@@ -12,6 +12,7 @@ from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.catalog.model import PluginRelease
 from cni_operator.plan import skew as S
 from cni_operator.plan.skew import ClusterFacts, Kind, NodeFacts, Severity
+from cni_operator.plan.upgrade import upgrade_paths
 
 CATALOG = default_catalog()
 
@@ -251,7 +252,7 @@ def _chain_catalog() -> Catalog:
 def test_recommendation_follows_upgrade_from_edges() -> None:
     catalog = _chain_catalog()
     v1 = catalog.get("p", "v1.0.0")
-    assert S.upgrade_paths(catalog, v1) == {
+    assert upgrade_paths(catalog, "p", "v1.0.0") == {
         "v1.0.0": ("v1.0.0",),
         "v2.0.0": ("v1.0.0", "v2.0.0"),
         "v3.0.0": ("v1.0.0", "v2.0.0", "v3.0.0"),
