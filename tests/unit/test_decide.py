@@ -334,3 +334,18 @@ def test_deletion_keeps_or_removes_and_always_releases_the_nodes(catalog: Catalo
     assert {n for n, _ in remove.node_patches} == {"node-00", "node-01"}, "revision labels are removed too"
     inactive = decide_deletion("other", cluster.spec, "default", [], nodes)
     assert inactive.event is None and not inactive.node_patches
+
+
+def test_default_multus_release_suits_the_cluster_and_is_pinned_in_the_record(catalog: Catalog) -> None:
+    spec = {**example_spec("calico-multus"), "version": "v3.31.7"}
+    spec["multus"] = {"enabled": True}
+    cluster = FakeCluster.with_nodes(catalog, spec, 2)
+    cluster.server = cluster.kubelet = "v1.32.4"  # multus v4.3.0 lists 1.33 and newer only
+    decision = cluster.step()
+    record = decision.status.revision_history[-1]
+    assert record.overlays == ["multus/v4.2.4"]
+    assert record.spec["multus"]["version"] == "v4.2.4" and record.defaulted["multus"]["version"] == "v4.2.4"
+    cluster.run()
+    revision = cluster.status.target_revision
+    cluster.server = cluster.kubelet = "v1.33.2"  # now v4.3.0 would suit too: the running overlay stays
+    assert cluster.step().status.target_revision == revision

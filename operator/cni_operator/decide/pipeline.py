@@ -156,7 +156,7 @@ def _propose(
         safety = is_change_safe(accepted, validated, catalog, snapshot)
         if isinstance(safety, Refusal):
             return safety
-        warnings = safety
+        warnings = (*validated.warnings, *safety)
     elif accepted is not None:
         warnings = tuple(Problem(w.field, w.message) for w in snapshot.network.status.warnings)
     skew = evaluate_skew(snapshot, catalog, validated)
@@ -191,11 +191,23 @@ def validate_and_fill_defaults(
     carried = accepted.defaulted if accepted is not None else {}
     raw = carry_defaults(raw_spec, carried) if isinstance(raw_spec, dict) else raw_spec
     try:
-        validated = validate(raw, catalog)
+        validated = validate(raw, catalog, kubernetes_version=kubernetes_version)
     except SpecError as err:
         message = "the spec cannot be rolled out; nothing was changed: " + "; ".join(map(str, err.problems))
         return Refusal("InvalidSpec", message)
-    return validated, defaulted_fields(validated.spec, given=raw_spec if isinstance(raw_spec, dict) else {})
+    given = raw_spec if isinstance(raw_spec, dict) else {}
+    return validated, defaulted_fields(pinned_spec(validated), given=given)
+
+
+def pinned_spec(validated: ValidatedSpec) -> ClusterNetworkSpec:
+    """The spec with the releases defaults chose written in (an empty spec.multus.version is the overlay release
+    validation picked for this cluster), so a recorded revision renders the same again and a later Kubernetes
+    upgrade does not silently move the overlay."""
+    spec = validated.spec
+    if spec.multus.enabled and not spec.multus.version and validated.overlays:
+        multus = spec.multus.model_copy(update={"version": validated.overlays[0].version})
+        spec = spec.model_copy(update={"multus": multus})
+    return spec
 
 
 def defaulted_fields(spec: ClusterNetworkSpec, *, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -557,7 +569,7 @@ def history(previous: ClusterNetworkStatus, target: Target) -> list[RevisionReco
         plugin=spec.plugin,
         version=spec.version,
         created=before.created if before is not None else C.now(),
-        spec=canonical_spec(spec),
+        spec=canonical_spec(pinned_spec(target.validated)),
         defaulted=target.defaulted,
         overlays=[o.key for o in rendering.overlays],
     )

@@ -14,14 +14,14 @@ only when a target is refused: a warning, or a running release that no longer fi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from cni_operator.api.conditions import ConditionUpdate
 from cni_operator.api.vocabulary import COMPATIBLE
-from cni_operator.catalog.loader import Catalog, CatalogError, default_catalog
+from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.catalog.model import PluginRelease, SupportStatus
 from cni_operator.catalog.versions import parse_kubernetes_version, parse_version, runtime_of
 from cni_operator.plan.upgrade import upgrade_paths
@@ -535,29 +535,6 @@ def evaluate(
         recommendation=recommendation,
         unsupported=unsupported,
     )
-
-
-# -- which releases run now ------------------------------------------------------------------------------------
-
-
-def releases_in_use(
-    status: Mapping[str, Any], catalog: Catalog, node_revisions: Iterable[str] = ()
-) -> list[PluginRelease]:
-    """The releases of the revisions still in use: status.currentRevision, the target already being rolled out
-    (status.targetRevision) and any revision a node is labelled with, looked up in status.revisionHistory.
-
-    A current revision with no history record (status written by an older operator) counts as unknown and is left
-    out; a first install has none, so its target is evaluated as new."""
-    in_use = {str(status.get("currentRevision") or ""), str(status.get("targetRevision") or ""), *node_revisions}
-    in_use.discard("")
-    releases = []
-    for record in status.get("revisionHistory") or []:
-        if record.get("revision") in in_use:
-            try:
-                releases.append(catalog.get(str(record.get("plugin")), str(record.get("version"))))
-            except CatalogError:
-                continue  # a release removed from the catalog: nothing to evaluate it against
-    return _dedupe(releases)
 
 
 # -- planning a Kubernetes upgrade (offline) ---------------------------------------------------------------------
