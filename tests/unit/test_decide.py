@@ -349,3 +349,18 @@ def test_default_multus_release_suits_the_cluster_and_is_pinned_in_the_record(ca
     revision = cluster.status.target_revision
     cluster.server = cluster.kubelet = "v1.33.2"  # now v4.3.0 would suit too: the running overlay stays
     assert cluster.step().status.target_revision == revision
+
+
+def test_adding_multus_keeps_one_target_revision_and_every_node_ends_uncordoned(catalog: Catalog) -> None:
+    """The overlay release a default picks is written into the spec before rendering: the target revision stays
+    the same from one reconcile to the next (it once changed after the first one, and a node finishing the first
+    move was restarted towards the second in the same plan, cordoned for good)."""
+    cluster = installed(catalog, flannel("v0.28.9"))
+    cluster.edit(multus={"enabled": True})
+    decisions = cluster.run()
+    assert len({d.status.target_revision for d in decisions}) == 1
+    assert cluster.status.phase == "Ready"
+    assert not [n for n, v in cluster.nodes.items() if v.unschedulable]
+    for decision in decisions:
+        patched = [p.node for p in decision.node_patches]
+        assert len(patched) == len(set(patched)), "one patch per node per decision"

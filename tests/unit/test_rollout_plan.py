@@ -387,3 +387,18 @@ def test_a_rollout_always_finishes_with_bounded_writes_even_when_the_operator_cr
         assert starts[name] <= (2 if is_swap and outage.get(name, ("",))[0] == "not-ready-later" else 1)
         assert cordons[name] <= max(1, starts[name])
         assert writes[name] <= (3 if is_swap else 2) * max(1, starts[name])
+
+
+def test_a_node_finishing_a_superseded_move_starts_again_only_in_the_next_plan() -> None:
+    """One patch per node per plan: finishing (uncordon) and starting again (cordon) in one plan would leave the new
+    move believing someone else had cordoned the node, and the node cordoned for good."""
+    finished = NodeView("node-00", OTHER, True, move=Move(OTHER, OLD, Phase.VERIFYING, NOW - 1, True))
+    others = nodes(3)[1:]
+    settings = RolloutSettings(target=NEW, plugin_of={OLD: "calico", NEW: "calico", OTHER: "calico"}, rollout=rollout())
+    plan = plan_rollout([finished, *others], {"node-00": NodeHealth(ready_pods=1)}, settings, NOW)
+    assert [p.node for p in plan.patches] == ["node-00"]
+    assert plan.patches[0].clear_move and plan.patches[0].unschedulable is False
+    after = plan.patches[0].applied_to(finished)
+    again = plan_rollout([after, *others], {}, settings, NOW + 1)
+    start = next(p for p in again.patches if p.node == "node-00")
+    assert start.move is not None and start.move.cordoned and start.unschedulable is True

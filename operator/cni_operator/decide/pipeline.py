@@ -196,7 +196,8 @@ def validate_and_fill_defaults(
         message = "the spec cannot be rolled out; nothing was changed: " + "; ".join(map(str, err.problems))
         return Refusal("InvalidSpec", message)
     given = raw_spec if isinstance(raw_spec, dict) else {}
-    return validated, defaulted_fields(pinned_spec(validated), given=given)
+    validated = replace(validated, spec=pinned_spec(validated))  # renders the same whatever the cluster does later
+    return validated, defaulted_fields(validated.spec, given=given)
 
 
 def pinned_spec(validated: ValidatedSpec) -> ClusterNetworkSpec:
@@ -569,7 +570,7 @@ def history(previous: ClusterNetworkStatus, target: Target) -> list[RevisionReco
         plugin=spec.plugin,
         version=spec.version,
         created=before.created if before is not None else C.now(),
-        spec=canonical_spec(pinned_spec(target.validated)),
+        spec=canonical_spec(spec),
         defaulted=target.defaulted,
         overlays=[o.key for o in rendering.overlays],
     )

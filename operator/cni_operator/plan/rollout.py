@@ -307,7 +307,10 @@ def plan_rollout(
         for wave in waves:
             pending = [n for n in wave if state[n] == "pending"]
             if pending:
-                for name in pending:
+                # A node this plan already writes to (it just finished a move towards a target the spec has since
+                # left) starts again next reconcile, from its node as written: one patch per node per plan, so
+                # its cordon is never lost between two patches.
+                for name in (n for n in pending if n not in patched):
                     plan.patches.append(_start(by_name[name], settings, now))
                     state[name] = "in-flight"
                     revision_after[name] = plan.patches[-1].revision or revision_after[name]
