@@ -1,7 +1,8 @@
 """Rollout decisions: which nodes move between revisions next, and what each node needs now.
 
-Pure: the I/O layer (kube/rollout.py) observes the nodes, the CNI pods of the nodes in flight and the agents'
-reports, calls `plan_rollout`, and carries out the node patches and evictions it returns. All rollout state lives
+Pure: `decide` (decide/pipeline.py) turns the snapshot of the nodes, the CNI pods of the nodes in flight and the
+agents' reports into its inputs and calls `plan_rollout`; kube/reconcile.py carries out the node patches and
+evictions it returns. All rollout state lives
 on the nodes themselves, so a restarted operator takes up exactly where the last one stopped:
 
 - label `cni-operator.dev/revision`: the revision whose node workloads run on the node (DaemonSets select by it);

@@ -2,7 +2,7 @@
 
 Pure: the input is a plain snapshot of the cluster (`ClusterFacts`: the API server's version and every node's kubelet,
 container runtime, OS and architecture) plus catalog releases; the output is findings, a condition and a decision.
-`kube.skew` observes the facts and merges the result into the ClusterNetwork's status.
+`decide` evaluates it on every reconcile (the facts come from kube/observe.py) and puts the result into status.
 
 The condition is `Compatible` (positive polarity, so kstatus and Argo CD never read a healthy cluster as failing):
 True when every release concerned suits the cluster (reason `Supported`, or `SupportedWithWarnings` when only
