@@ -70,7 +70,7 @@ def _add_with_libs(layer: Layer, host: Path, image_path: str | None = None) -> s
     """Add a host file (resolving symlinks) and return the shared libraries it needs."""
     real = host.resolve()
     layer.files[image_path or str(host)] = real
-    return _ldd(real) if real.suffix in ("", ".so") or ".so." in real.name else set()
+    return _ldd(real)
 
 
 def python_layer() -> Layer:
@@ -78,9 +78,11 @@ def python_layer() -> Layer:
     the agent's host tools, and every shared library they load."""
     layer = Layer(dirs={"/tmp", "/proc", "/sys", "/dev", "/run", "/var/run", "/etc"})
     libs: set[Path] = set()
+    # The interpreter keeps its host path: it finds its standard library relative to itself.
     py = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
-    libs |= _add_with_libs(layer, py, f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
-    layer.symlinks["/usr/bin/python3"] = py.name
+    libs |= _add_with_libs(layer, py, str(py))
+    if str(py) != "/usr/bin/python3":
+        layer.symlinks["/usr/bin/python3"] = str(py)
     stdlib = Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "installed_base": sys.base_prefix})["stdlib"])
     layer.add_tree(
         str(stdlib), stdlib, skip=("test", "__pycache__", "idlelib", "tkinter", "ensurepip", "site-packages")
@@ -147,7 +149,8 @@ def _key(realnode: Path) -> str:
     h.update(str(realnode).encode())
     for root in ("operator/cni_operator", "bundled-plugins", "templates"):
         for path in sorted((REPO / root).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
+            # the sandbox never runs in a pod: editing it does not rebuild the images
+            if path.is_file() and "__pycache__" not in path.parts and "sandbox" not in path.parts:
                 h.update(str(path.relative_to(REPO)).encode())
                 h.update(path.read_bytes())
     h.update(sys.version.encode())
@@ -174,7 +177,10 @@ def main() -> None:
         (tmp / "images.json").write_text(
             json.dumps({"pause": PAUSE, "busybox": BUSYBOX, "agent": AGENT, "plugins": PLUGINS}, indent=2)
         )
-        shutil.rmtree(out, ignore_errors=True)
+        # one set of archives per cache: older keys are only disk space
+        for old in args.out.iterdir():
+            if old.is_dir() and old != tmp and len(old.name) == 16:
+                shutil.rmtree(old, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(out)
     finally:

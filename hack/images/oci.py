@@ -112,7 +112,7 @@ def write_image(
     diff_ids, layer_descs = [], []
     for layer in layers:
         raw = layer.tar()
-        gz = gzip.compress(raw, compresslevel=6, mtime=0)
+        gz = gzip.compress(raw, compresslevel=1, mtime=0)
         diff_ids.append(_digest(raw))
         blobs[_digest(gz)] = gz
         layer_descs.append(

@@ -740,6 +740,10 @@ def teardown(state_dir: Path) -> list[str]:
     for cgroup in record.get("cgroups", []):
         left += _remove_cgroup(cgroup)
     # 5. namespaces (their veths and every pod's go with them), then the bridge (and the host's routes through it)
+    for node in nodes:
+        host_end = f"cnrv-{record['id']}-{node['index']}"
+        if Path("/sys/class/net", host_end).exists():
+            _sh("ip", "link", "del", host_end, check=False)
     for ns in record.get("netns", []):
         if Path("/run/netns", ns).exists():
             result = _sh("ip", "netns", "del", ns, check=False)
@@ -775,7 +779,7 @@ def leftovers(state_dir: Path, record: dict[str, Any] | None = None) -> list[str
     if not record:
         return []
     found = []
-    marker = str(state_dir.resolve())
+    marker = str((state_dir / "real").resolve())
     for pid in _pids():
         if pid != os.getpid() and any(marker in arg for arg in _cmdline(pid)):
             found.append(f"process {pid}: {' '.join(_cmdline(pid))[:120]}")
