@@ -157,6 +157,9 @@ def _add_agent_commands(commands: Any) -> None:
     check.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="read the pod CIDRs of this node")
     check.add_argument("--kubeconfig", default=None, help="kubeconfig for --node-name")
     check.add_argument("--netns-prefix", default="cnio-chk-", help="name prefix of the check's network namespaces")
+    check.add_argument(
+        "--skip-check", default="", help="plugin types whose CNI CHECK is not called, comma-separated (skipCheck)"
+    )
     check.set_defaults(handler=_agent_check)
 
     restore = sub.add_parser("restore", help="put quarantined configs back into the conf dir")
@@ -231,7 +234,10 @@ def _agent_check(args: argparse.Namespace) -> int:
         cidrs = KubeCluster(api_client(args.kubeconfig)).node(args.node_name).pod_cidrs
     if not cidrs:
         raise UserFacingError("give the node's pod CIDRs with --pod-cidr, or --node-name to read them from the Node")
-    result = check_active_config(args.conf_dir, args.bin_dir, cidrs, args.state_dir, prefix=args.netns_prefix)
+    skip = [s for s in (args.skip_check or "").split(",") if s]
+    result = check_active_config(
+        args.conf_dir, args.bin_dir, cidrs, args.state_dir, prefix=args.netns_prefix, skip_check=skip
+    )
     sys.stdout.write(json.dumps({**result.as_status(), "addresses": result.addresses}, indent=2) + "\n")
     return 0 if result.passed else 1
 
