@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Build the images the sandbox's real nodes run, as OCI archives, without Docker or a registry.
+"""Build the images the sandbox's real nodes run, as one OCI archive, without Docker or a registry.
 
-  pause.tar              registry.k8s.io/pause:3.10          the static pause built by hack/realnode/build.sh
-  busybox.tar            docker.io/library/busybox:1.35      Debian's busybox-static, one symlink per applet
-  cni-operator.tar       ghcr.io/cni-operator/cni-operator:v0.1.0          Python + the installed package + ip,
-                                                                            ping, iptables (the agent's needs)
-  reference-plugins-<v>.tar  ghcr.io/cni-operator/reference-plugins:<v>    the same, plus the plugins of release
-                                                                            <v> built from their Go module in
-                                                                            /usr/lib/cni
+  registry.k8s.io/pause:3.10                    the static pause built by hack/realnode/build.sh
+  docker.io/library/busybox:1.35                Debian's busybox-static, one symlink per applet (test pods)
+  ghcr.io/cni-operator/cni-operator:v0.1.0      the operator and agent: the host's Python with cni-operator and its
+                                                runtime dependencies, ip, ping and iptables (the agent's needs)
+  ghcr.io/cni-operator/reference-plugins:<v>    the same layer, plus release <v>'s plugins (built from their Go
+                                                module) in /usr/lib/cni, for `cni-operator agent install-binaries`
 
-Usage: build.py --realnode DIR --out DIR [--only NAME,...]   (prints the output folder on its last line)
-The archives are kept in the cache and rebuilt only when an input changed; they are never committed.
+The names are the catalog's (bundled-plugins/reference), so the rendered DaemonSets run them as they are, from the
+node's store (imagePullPolicy IfNotPresent). All images share one archive, `images.tar`, so the Python layer is
+stored, imported and unpacked once per node.
+
+Usage: build.py --realnode DIR --out DIR     (prints the output folder on its last line)
+The archive is kept in the cache, rebuilt only when an input changed, and never committed.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from oci import Layer, write_image
+from oci import Archive, Layer
 
 REPO = Path(__file__).resolve().parents[2]
+ARCHIVE = "images.tar"  # every image in one archive: the Python layer they share is imported once
 PAUSE = "registry.k8s.io/pause:3.10"
 BUSYBOX = "docker.io/library/busybox:1.35"
 AGENT = "ghcr.io/cni-operator/cni-operator:v0.1.0"
@@ -40,20 +45,20 @@ AGENT_TOOLS = ["/usr/bin/ip", "/sbin/ip", "/usr/bin/ping", "/usr/sbin/xtables-nf
 IPTABLES_NAMES = ["iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"]
 
 
-def busybox_image(out: Path) -> None:
+def busybox_image(archive: Archive) -> None:
     if not BUSYBOX_BIN.is_file():
         sys.exit(f"{BUSYBOX_BIN} missing: apt-get install -y busybox-static (scripts/setup.sh does it)")
     applets = subprocess.run([str(BUSYBOX_BIN), "--list"], capture_output=True, text=True, check=True).stdout.split()
-    layer = Layer(files={"/bin/busybox": BUSYBOX_BIN}, dirs={"/tmp", "/etc", "/proc", "/sys", "/dev", "/root"})
+    layer = Layer(files={"/bin/busybox": BUSYBOX_BIN}, dirs={"/tmp", "/etc", "/proc", "/sys", "/dev", "/root", "/run"})
+    layer.symlinks["/var/run"] = "/run"
     layer.symlinks.update({f"/bin/{a}": "busybox" for a in applets if a != "busybox"})
     layer.data["/etc/passwd"] = (b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
     layer.data["/etc/group"] = (b"root:x:0:\n", 0o644)
-    write_image(out / "busybox.tar", BUSYBOX, [layer], cmd=["sh"])
+    archive.add(BUSYBOX, [layer], cmd=["sh"])
 
 
-def pause_image(realnode: Path, out: Path) -> None:
-    layer = Layer(files={"/pause": realnode / "bin" / "pause"})
-    write_image(out / "pause.tar", PAUSE, [layer], entrypoint=["/pause"])
+def pause_image(realnode: Path, archive: Archive) -> None:
+    archive.add(PAUSE, [Layer(files={"/pause": realnode / "bin" / "pause"})], entrypoint=["/pause"])
 
 
 def _ldd(path: Path) -> set[Path]:
@@ -73,10 +78,28 @@ def _add_with_libs(layer: Layer, host: Path, image_path: str | None = None) -> s
     return _ldd(real)
 
 
+def _runtime_distributions() -> list[metadata.Distribution]:
+    found: dict[str, metadata.Distribution] = {}
+    todo = [req for req in metadata.requires("cni-operator") or [] if "extra ==" not in req]
+    while todo:
+        name = re.split(r"[ ;<>=!~\[(]", todo.pop(), maxsplit=1)[0].strip()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if not key or key in found:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # a requirement for another platform or Python version
+        found[key] = dist
+        todo += [req for req in dist.requires or [] if "extra ==" not in req]
+    return list(found.values())
+
+
 def python_layer() -> Layer:
     """The host's Python (the interpreter, its standard library, the venv's site-packages without editable hooks),
     the agent's host tools, and every shared library they load."""
-    layer = Layer(dirs={"/tmp", "/proc", "/sys", "/dev", "/run", "/var/run", "/etc"})
+    layer = Layer(dirs={"/tmp", "/proc", "/sys", "/dev", "/run", "/etc"})
+    layer.symlinks["/var/run"] = "/run"  # as on Debian: ip netns and the plugins use either name
     libs: set[Path] = set()
     # The interpreter keeps its host path: it finds its standard library relative to itself.
     py = Path(sys.base_prefix) / "bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -84,17 +107,21 @@ def python_layer() -> Layer:
     if str(py) != "/usr/bin/python3":
         layer.symlinks["/usr/bin/python3"] = str(py)
     stdlib = Path(sysconfig.get_paths(vars={"base": sys.base_prefix, "installed_base": sys.base_prefix})["stdlib"])
-    layer.add_tree(
-        str(stdlib), stdlib, skip=("test", "__pycache__", "idlelib", "tkinter", "ensurepip", "site-packages")
+    skip = ("test", "tests", "__pycache__", "idlelib", "tkinter", "turtledemo", "ensurepip", "site-packages")
+    skip += (
+        "lib2to3",
+        "pydoc_data",
+        "distutils",
+        f"config-{sys.version_info.major}.{sys.version_info.minor}-x86_64-linux-gnu",
     )
-    site = Path(sysconfig.get_paths()["purelib"])
+    layer.add_tree(str(stdlib), stdlib, skip=skip)
     target = f"{stdlib}/site-packages"
-    skip = ("__pycache__", "pip", "setuptools", "_pytest", "pytest", "mypy", "hypothesis", "ruff", "importlinter")
-    layer.add_tree(target, site, skip=skip)
-    for path in list(layer.files):
-        name = Path(path).name
-        if "__editable__" in name or name.startswith("cni_operator") or name.endswith(".pth"):
-            del layer.files[path]
+    # the runtime dependencies of cni-operator (its metadata's requirements, transitively), not the dev tools
+    for dist in _runtime_distributions():
+        for file in dist.files or []:
+            host = Path(str(dist.locate_file(file)))
+            if host.is_file() and "__pycache__" not in file.parts and not str(file).startswith(".."):
+                layer.files[f"{target}/{file}"] = host
     # the package itself, not editable, and the catalog and templates it reads (CNI_OPERATOR_DATA)
     layer.add_tree(f"{target}/cni_operator", REPO / "operator" / "cni_operator", skip=("__pycache__",))
     layer.add_tree("/opt/cni-operator/bundled-plugins", REPO / "bundled-plugins")
@@ -126,20 +153,14 @@ def python_layer() -> Layer:
     return layer
 
 
-def python_images(realnode: Path, out: Path, versions: list[str]) -> None:
+def python_images(realnode: Path, archive: Archive, versions: list[str]) -> None:
     base = python_layer()
     env = {"CNI_OPERATOR_DATA": "/opt/cni-operator", "PYTHONDONTWRITEBYTECODE": "1"}
-    write_image(out / "cni-operator.tar", AGENT, [base], entrypoint=["cni-operator"], env=env)
+    archive.add(AGENT, [base], entrypoint=["cni-operator"], env=env)
     for version in versions:
         plugins = Layer()
         plugins.add_tree("/usr/lib/cni", realnode / "cni" / version)
-        write_image(
-            out / f"reference-plugins-{version}.tar",
-            PLUGINS.format(version=version),
-            [base, plugins],
-            entrypoint=["cni-operator"],
-            env=env,
-        )
+        archive.add(PLUGINS.format(version=version), [base, plugins], entrypoint=["cni-operator"], env=env)
 
 
 def _key(realnode: Path) -> str:
@@ -165,18 +186,19 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out / _key(args.realnode)
     versions = args.versions.split(",")
-    wanted = ["pause.tar", "busybox.tar", "cni-operator.tar"] + [f"reference-plugins-{v}.tar" for v in versions]
-    if all((out / w).is_file() for w in wanted):
+    if (out / ARCHIVE).is_file():
         print(out)
         return
     tmp = Path(tempfile.mkdtemp(prefix=".partial-", dir=args.out if args.out.exists() else None))
     try:
-        pause_image(args.realnode, tmp)
-        busybox_image(tmp)
-        python_images(args.realnode, tmp, versions)
-        (tmp / "images.json").write_text(
-            json.dumps({"pause": PAUSE, "busybox": BUSYBOX, "agent": AGENT, "plugins": PLUGINS}, indent=2)
-        )
+        archive = Archive()
+        pause_image(args.realnode, archive)
+        busybox_image(archive)
+        python_images(args.realnode, archive, versions)
+        archive.write(tmp / ARCHIVE)
+        names = {"pause": PAUSE, "busybox": BUSYBOX, "agent": AGENT}
+        names |= {f"plugins-{v}": PLUGINS.format(version=v) for v in versions}
+        (tmp / "images.json").write_text(json.dumps(names, indent=2))
         # one set of archives per cache: older keys are only disk space
         for old in args.out.iterdir():
             if old.is_dir() and old != tmp and len(old.name) == 16:

@@ -97,91 +97,110 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def write_image(
-    archive: Path,
-    name: str,
-    layers: list[Layer],
-    *,
-    entrypoint: list[str] | None = None,
-    cmd: list[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    workdir: str = "/",
-) -> str:
-    """Write `name` (a full reference, `registry/repo:tag`) with `layers` to `archive`; return the manifest digest."""
-    blobs: dict[str, bytes] = {}
-    diff_ids, layer_descs = [], []
-    for layer in layers:
-        raw = layer.tar()
-        gz = gzip.compress(raw, compresslevel=1, mtime=0)
-        diff_ids.append(_digest(raw))
-        blobs[_digest(gz)] = gz
-        layer_descs.append(
-            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _digest(gz), "size": len(gz)}
-        )
-    environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
-    config = {
-        "architecture": "amd64",
-        "os": "linux",
-        "created": "1970-01-01T00:00:00Z",
-        "config": {
-            "Env": [f"{k}={v}" for k, v in environment.items()],
-            "Entrypoint": entrypoint,
-            "Cmd": cmd,
-            "WorkingDir": workdir,
-        },
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cni-operator hack/images"} for _ in layers],
-    }
-    config_bytes = json.dumps(config, sort_keys=True).encode()
-    blobs[_digest(config_bytes)] = config_bytes
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": _digest(config_bytes),
-            "size": len(config_bytes),
-        },
-        "layers": layer_descs,
-    }
-    manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
-    blobs[_digest(manifest_bytes)] = manifest_bytes
-    tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [
+class Archive:
+    """Several images in one archive: a layer they share is stored (and imported, and unpacked) once."""
+
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.index: list[dict[str, object]] = []
+        self.docker: list[dict[str, object]] = []
+        self._layers: dict[int, tuple[str, str, int]] = {}  # id(layer) -> (diff id, digest, size)
+
+    def _layer(self, layer: Layer) -> tuple[str, str, int]:
+        if id(layer) not in self._layers:
+            raw = layer.tar()
+            gz = gzip.compress(raw, compresslevel=1, mtime=0)
+            self.blobs[_digest(gz)] = gz
+            self._layers[id(layer)] = (_digest(raw), _digest(gz), len(gz))
+        return self._layers[id(layer)]
+
+    def add(
+        self,
+        name: str,
+        layers: list[Layer],
+        *,
+        entrypoint: list[str] | None = None,
+        cmd: list[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str = "/",
+    ) -> str:
+        """Add `name` (a full reference, `registry/repo:tag`) made of `layers`; return its manifest digest."""
+        built = [self._layer(layer) for layer in layers]
+        layer_descs = [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}
+            for _, digest, size in built
+        ]
+        environment = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", **(env or {})}
+        config = {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "1970-01-01T00:00:00Z",
+            "config": {
+                "Env": [f"{k}={v}" for k, v in environment.items()],
+                "Entrypoint": entrypoint,
+                "Cmd": cmd,
+                "WorkingDir": workdir,
+            },
+            "rootfs": {"type": "layers", "diff_ids": [diff_id for diff_id, _, _ in built]},
+            "history": [{"created": "1970-01-01T00:00:00Z", "created_by": "cni-operator hack/images"} for _ in layers],
+        }
+        config_bytes = json.dumps(config, sort_keys=True).encode()
+        self.blobs[_digest(config_bytes)] = config_bytes
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": _digest(config_bytes),
+                "size": len(config_bytes),
+            },
+            "layers": layer_descs,
+        }
+        manifest_bytes = json.dumps(manifest, sort_keys=True).encode()
+        self.blobs[_digest(manifest_bytes)] = manifest_bytes
+        tag = name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+        self.index.append(
             {
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
                 "digest": _digest(manifest_bytes),
                 "size": len(manifest_bytes),
                 "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
             }
-        ],
-    }
-    docker_manifest = [
-        {
-            "Config": "blobs/sha256/" + _digest(config_bytes)[7:],
-            "RepoTags": [name],
-            "Layers": ["blobs/sha256/" + d["digest"][7:] for d in layer_descs],
+        )
+        self.docker.append(
+            {
+                "Config": "blobs/sha256/" + _digest(config_bytes)[7:],
+                "RepoTags": [name],
+                "Layers": ["blobs/sha256/" + d["digest"][7:] for d in layer_descs],
+            }
+        )
+        return _digest(manifest_bytes)
+
+    def write(self, archive: Path) -> None:
+        index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": self.index}
+        files = {
+            "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
+            "index.json": json.dumps(index, sort_keys=True).encode(),
+            "manifest.json": json.dumps(self.docker).encode(),
+            **{f"blobs/sha256/{d[7:]}": b for d, b in self.blobs.items()},
         }
-    ]
-    files = {
-        "oci-layout": json.dumps({"imageLayoutVersion": "1.0.0"}).encode(),
-        "index.json": json.dumps(index, sort_keys=True).encode(),
-        "manifest.json": json.dumps(docker_manifest).encode(),
-        **{f"blobs/sha256/{d[7:]}": b for d, b in blobs.items()},
-    }
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    tmp = archive.with_name(archive.name + ".tmp")
-    with tarfile.open(tmp, "w") as tar:
-        for path in ["blobs", "blobs/sha256"]:
-            info = tarfile.TarInfo(path)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for path, content in files.items():
-            info = tarfile.TarInfo(path)
-            info.size, info.mode = len(content), 0o644
-            tar.addfile(info, io.BytesIO(content))
-    tmp.rename(archive)
-    return _digest(manifest_bytes)
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        tmp = archive.with_name(archive.name + ".tmp")
+        with tarfile.open(tmp, "w") as tar:
+            for path in ["blobs", "blobs/sha256"]:
+                info = tarfile.TarInfo(path)
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                tar.addfile(info)
+            for path, content in files.items():
+                info = tarfile.TarInfo(path)
+                info.size, info.mode = len(content), 0o644
+                tar.addfile(info, io.BytesIO(content))
+        tmp.rename(archive)
+
+
+def write_image(archive: Path, name: str, layers: list[Layer], **config: object) -> str:
+    """One image in one archive; returns the manifest digest."""
+    built = Archive()
+    digest = built.add(name, layers, **config)  # type: ignore[arg-type]
+    built.write(archive)
+    return digest

@@ -439,9 +439,11 @@ class RealNodes:
         self._save()
         _create_cgroup(cgroup_root)
 
-        # the mount namespace, held by a sleep that runs in the node's network namespace
+        # The mount namespace, held by a sleep that runs in the node's network namespace. Private first (nothing
+        # propagates to or from the host), then shared within itself: containerd refuses a Bidirectional hostPath
+        # (the agent's /var/run/netns) unless the mount holding it is shared, as on a systemd host.
         mounts = " && ".join(f"mount --bind {base / sub} {target}" for target, sub in NODE_MOUNTS.items())
-        script = f"set -e; {mounts} && mount --make-shared /run/netns && exec sleep infinity"
+        script = f"set -e; {mounts} && mount --make-rshared / && exec sleep infinity"
         holder = self._spawn(
             f"{node.name}/holder",
             [
