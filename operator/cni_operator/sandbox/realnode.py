@@ -172,6 +172,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# one thread, never ending, that forks the real nodes' processes (see RealNodes._spawn)
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="realnode-spawner")
+
+
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -311,14 +315,20 @@ class RealNodes:
 
     def _spawn(self, key: str, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         log = (self.state_dir / "logs" / log_name).open("ab")
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=None if self.detached else _die_with_parent,
-        )
+
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=None if self.detached else _die_with_parent,
+            )
+
+        # The kernel's parent-death signal follows the *thread* that forked: nodes start in worker threads, so the
+        # fork happens in one thread that lives as long as this process.
+        proc: subprocess.Popen[bytes] = popen() if self.detached else _SPAWNER.submit(popen).result()
         log.close()
         self.record["pids"][key] = proc.pid
         self._save()
