@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "up":
             _add_node_arguments(sub)
+        if name == "status":
+            sub.add_argument(
+                "--real-nodes-json",
+                action="store_true",
+                help="print only the real nodes (conf dir, processes, memory, the runtime's loaded CNI config) as JSON",
+            )
 
     run = commands.add_parser("run", help="run the operator (out of cluster with a kubeconfig, or in cluster)")
     run.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: $KUBECONFIG, or in-cluster)")
@@ -626,6 +632,13 @@ def _sandbox_status(args: argparse.Namespace) -> int:
         state = read_state(state_dir)
     except SandboxError as err:
         raise UserFacingError(str(err)) from err
+    if getattr(args, "real_nodes_json", False):
+        import json
+
+        from cni_operator.sandbox.realnode import status
+
+        sys.stdout.write(json.dumps(status(state_dir), indent=2) + "\n")
+        return 0
     alive = running_pids(state_dir)
     table = Table(title=f"sandbox in {state_dir}")
     for column in ("component", "pid", "state", "port", "memory (RSS)"):
@@ -660,7 +673,7 @@ def _print_real_nodes(state_dir: Path) -> bool:
         return True
     table = Table(title="real nodes")
     for column in ("name", "address", "pod CIDR", "processes", "memory (RSS)", "conf dir", "runtime's CNI config"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     healthy = True
     for row in rows:
         down = [name for name, alive in row["processes"].items() if not alive]

@@ -91,6 +91,23 @@ class RealCluster:
         entry = next(n for n in record["nodes"] if n["name"] == node.name)
         return runtime_info(record, entry)
 
+    def exec(self, pod: str, command: list[str], namespace: str = TEST_NAMESPACE) -> str:
+        """`kubectl exec`: through the API server to the pod's kubelet and its runtime's streaming server."""
+        from kubernetes.stream import stream
+
+        core = client.CoreV1Api(self.box.api_client())  # stream() patches the client it uses: a fresh one
+        out: str = stream(
+            core.connect_get_namespaced_pod_exec,
+            pod,
+            namespace,
+            command=command,
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+        )
+        return out
+
     def revision(self, node: str) -> str:
         labels = self.core.read_node(node).metadata.labels or {}
         return str(labels.get("cni-operator.dev/revision", ""))
@@ -144,10 +161,19 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
     try:
         yield RealCluster(box, api, views, Path(record["tools"]))
     finally:
-        try:
-            box.stop()
-        finally:
-            left = leftovers(state_dir, record)
+        # `cni-operator sandbox down`, as a user stops a sandbox: it must leave nothing of the real nodes behind
+        started = time.monotonic()
+        down = subprocess.run(
+            [sys.executable, "-m", "cni_operator.cli", "sandbox", "down", "--state-dir", str(state_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        figure(f"sandbox down (2 real nodes with their pods): {time.monotonic() - started:.1f}s")
+        box.stop()
+        left = leftovers(state_dir, record)
+        assert down.returncode == 0, down.stdout + down.stderr
         assert not left, f"the real nodes left behind: {left}"
 
 
