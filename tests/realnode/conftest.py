@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -177,9 +178,41 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
         assert not left, f"the real nodes left behind: {left}"
 
 
+BROKEN_RELEASE = "v1.9.2"
+
+
 @pytest.fixture(scope="session")
-def real_operator(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(real_cluster.box.kubeconfig, tmp_path_factory.mktemp("operator"))
+def catalog_with_broken_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled catalog plus one test-only reference release, v1.9.2, whose conflist names `firewall`: a
+    reference plugin no image installs (the plugins image is v1.9.1's, which was built without it). The operator
+    of these tests reads this copy (CNI_OPERATOR_DATA); the real catalog stays untouched."""
+    root = tmp_path_factory.mktemp("catalog")
+    shutil.copytree(REPO / "bundled-plugins", root / "bundled-plugins")
+    shutil.copytree(REPO / "templates", root / "templates")
+    release = yaml.safe_load((REPO / "bundled-plugins" / "reference" / "v1.9.1.yaml").read_text())
+    release.update(
+        version=BROKEN_RELEASE,
+        released="2026-12-01",
+        notice="test-only: its conflist names the firewall plugin, which no image installs",
+        upgradeFrom=["v1.8.0", "v1.9.1"],
+    )
+    (root / "bundled-plugins" / "reference" / f"{BROKEN_RELEASE}.yaml").write_text(yaml.safe_dump(release))
+    conflist = root / "templates" / "reference" / "conflist.yaml.j2"
+    conflist.write_text(
+        conflist.read_text() + f'{{% if release.version == "{BROKEN_RELEASE}" %}}\n  - type: firewall\n{{% endif %}}\n'
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def real_operator(
+    real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory, catalog_with_broken_release: Path
+) -> Iterator[OperatorProcess]:
+    process = OperatorProcess(
+        real_cluster.box.kubeconfig,
+        tmp_path_factory.mktemp("operator"),
+        env={"CNI_OPERATOR_DATA": str(catalog_with_broken_release)},
+    )
     process.start()
     try:
         yield process
@@ -207,6 +240,30 @@ def wait_rolled_out(nets: Networks, name: str, timeout: float = 180.0) -> dict[s
         ),
         timeout,
         f"ClusterNetwork {name} rolled out",
+    )
+
+
+NNS = ("cni-operator.dev", "v1alpha1", "nodenetworkstates")
+
+
+def node_reports(cluster: RealCluster) -> dict[str, dict[str, Any]]:
+    custom = client.CustomObjectsApi(cluster.api_client)
+    return {
+        item["metadata"]["name"]: item.get("status") or {} for item in custom.list_cluster_custom_object(*NNS)["items"]
+    }
+
+
+def wait_datapath(cluster: RealCluster, revision: str, timeout: float = 90) -> dict[str, dict[str, Any]]:
+    names = {n.name for n in cluster.nodes}
+    return eventually(
+        lambda: node_reports(cluster),
+        lambda reports: all(
+            (reports.get(n) or {}).get("datapath", {}).get("revision") == revision
+            and reports[n]["datapath"].get("passed")
+            for n in names
+        ),
+        timeout,
+        f"every real node's agent passed its datapath check on {revision}",
     )
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 from tests.integration.conftest import Networks
 from tests.realnode.conftest import (
@@ -19,35 +18,12 @@ from tests.realnode.conftest import (
     delete_test_pods,
     figure,
     host_agent_check,
+    wait_datapath,
     wait_rolled_out,
 )
 from tests.waiting import eventually
 
 REFERENCE_BINARIES = ["bridge", "host-local", "loopback", "portmap", "bandwidth", "tuning"]
-NNS = ("cni-operator.dev", "v1alpha1", "nodenetworkstates")
-
-
-def node_reports(cluster: RealCluster) -> dict[str, dict[str, Any]]:
-    from kubernetes import client
-
-    custom = client.CustomObjectsApi(cluster.api_client)
-    return {
-        item["metadata"]["name"]: item.get("status") or {} for item in custom.list_cluster_custom_object(*NNS)["items"]
-    }
-
-
-def wait_datapath(cluster: RealCluster, revision: str, timeout: float = 90) -> dict[str, dict[str, Any]]:
-    names = {n.name for n in cluster.nodes}
-    return eventually(
-        lambda: node_reports(cluster),
-        lambda reports: all(
-            (reports.get(n) or {}).get("datapath", {}).get("revision") == revision
-            and reports[n]["datapath"].get("passed")
-            for n in names
-        ),
-        timeout,
-        f"every real node's agent passed its datapath check on {revision}",
-    )
 
 
 def installed(cluster: RealCluster, version: str) -> bool:
