@@ -153,7 +153,7 @@ def python_layer() -> Layer:
     return layer
 
 
-def python_images(realnode: Path, archive: Archive, versions: list[str]) -> None:
+def python_images(realnode: Path, archive: Archive, versions: list[str]) -> Layer:
     base = python_layer()
     env = {"CNI_OPERATOR_DATA": "/opt/cni-operator", "PYTHONDONTWRITEBYTECODE": "1"}
     archive.add(AGENT, [base], entrypoint=["cni-operator"], env=env)
@@ -161,6 +161,35 @@ def python_images(realnode: Path, archive: Archive, versions: list[str]) -> None
         plugins = Layer()
         plugins.add_tree("/usr/lib/cni", realnode / "cni" / version)
         archive.add(PLUGINS.format(version=version), [base, plugins], entrypoint=["cni-operator"], env=env)
+    return base
+
+
+FLANNEL = {
+    # the catalog's image names for flannel v0.27.4 (bundled-plugins/flannel/v0.27.4.yaml)
+    "v0.27.4": ("ghcr.io/flannel-io/flannel:v0.27.4", "ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1"),
+}
+
+
+def flannel_images(realnode: Path, archive: Archive, base: Layer) -> list[str]:
+    """flanneld at /opt/bin/flanneld on the agent's base layer (it brings iptables and the C library flanneld's cgo
+    needs) plus `cp`; the flannel CNI plugin at /flannel with `cp`, for the init container (templates/flannel)."""
+    names = []
+    cni = realnode / "flannel" / "cni" / "flannel"
+    for version, (flannel, cni_plugin) in FLANNEL.items():
+        flanneld = realnode / "flannel" / version / "flanneld"
+        if not flanneld.is_file() or not cni.is_file():
+            continue
+        layer = Layer(files={"/opt/bin/flanneld": flanneld, "/bin/busybox": BUSYBOX_BIN})
+        layer.symlinks["/bin/cp"] = "busybox"
+        layer.dirs |= {"/run/flannel", "/etc/kube-flannel"}
+        for lib in _ldd(flanneld):
+            layer.files[str(lib)] = lib.resolve()
+        archive.add(flannel, [base, layer], entrypoint=["/opt/bin/flanneld"])
+        plugin = Layer(files={"/flannel": cni, "/bin/busybox": BUSYBOX_BIN})
+        plugin.symlinks["/bin/cp"] = "busybox"
+        archive.add(cni_plugin, [plugin], cmd=["cp", "-f", "/flannel", "/opt/cni/bin/flannel"])
+        names += [flannel, cni_plugin]
+    return names
 
 
 def _key(realnode: Path) -> str:
@@ -194,10 +223,12 @@ def main() -> None:
         archive = Archive()
         pause_image(args.realnode, archive)
         busybox_image(archive)
-        python_images(args.realnode, archive, versions)
+        base = python_images(args.realnode, archive, versions)
+        flannel = flannel_images(args.realnode, archive, base)
         archive.write(tmp / ARCHIVE)
         names = {"pause": PAUSE, "busybox": BUSYBOX, "agent": AGENT}
         names |= {f"plugins-{v}": PLUGINS.format(version=v) for v in versions}
+        names |= {f"flannel-{i}": n for i, n in enumerate(flannel)}
         (tmp / "images.json").write_text(json.dumps(names, indent=2))
         # one set of archives per cache: older keys are only disk space
         for old in args.out.iterdir():

@@ -104,15 +104,17 @@ class Archive:
         self.blobs: dict[str, bytes] = {}
         self.index: list[dict[str, object]] = []
         self.docker: list[dict[str, object]] = []
-        self._layers: dict[int, tuple[str, str, int]] = {}  # id(layer) -> (diff id, digest, size)
+        # id(layer) -> (layer, diff id, digest, size); the layer is kept so that its id is never reused
+        self._layers: dict[int, tuple[Layer, str, str, int]] = {}
 
     def _layer(self, layer: Layer) -> tuple[str, str, int]:
         if id(layer) not in self._layers:
             raw = layer.tar()
             gz = gzip.compress(raw, compresslevel=1, mtime=0)
             self.blobs[_digest(gz)] = gz
-            self._layers[id(layer)] = (_digest(raw), _digest(gz), len(gz))
-        return self._layers[id(layer)]
+            self._layers[id(layer)] = (layer, _digest(raw), _digest(gz), len(gz))
+        _, diff_id, digest, size = self._layers[id(layer)]
+        return diff_id, digest, size
 
     def add(
         self,

@@ -14,6 +14,14 @@ kube_version=$(awk '$1=="k8s.io/kubernetes"{print $2; exit}' "$cp_dir/go.mod")
 crictl_version=v1.37.0
 cni_versions=(v1.8.0 v1.9.1)
 cni_plugins=(main/bridge main/loopback main/ptp ipam/host-local ipam/static meta/portmap meta/bandwidth meta/tuning)
+# Flannel for the real nodes, as far as the Go module proxy serves it:
+# - flanneld v0.27.4 (github.com/flannel-io/flannel). v0.28.9 cannot be built: its dependency
+#   github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc@v1.3.149 is not served (403).
+# - the flannel CNI plugin: github.com/flannel-io/cni-plugin is not served at all (403 for every version, so not
+#   the catalog's v1.8.0-flannel1 either). Built instead from its previous home, containernetworking/plugins
+#   v0.9.1, plugins/meta/flannel (the same plugin before it moved to flannel-io/cni-plugin in 2021).
+flannel_version=v0.27.4
+flannel_cni_from=v0.9.1
 key=$(cat "$cp_dir/go.mod" "$cp_dir/go.sum" "$here/build.sh" | sha256sum | cut -c1-16)
 out="$cache/realnode/$key"
 bin="$out/bin"
@@ -21,6 +29,7 @@ bin="$out/bin"
 complete() {
   for t in kubelet crictl pause; do [ -x "$bin/$t" ] || return 1; done
   for v in "${cni_versions[@]}"; do [ -x "$out/cni/$v/bridge" ] || return 1; done
+  [ -x "$out/flannel/$flannel_version/flanneld" ] && [ -x "$out/flannel/cni/flannel" ]
 }
 if complete; then echo "$out"; exit 0; fi
 
@@ -67,6 +76,24 @@ for v in "${cni_versions[@]}"; do
   rm -rf "$dest"; mv "$dest.tmp" "$dest"
   echo "[realnode] plugins $v built in $((SECONDS - start))s" >&2
 done
+
+if [ ! -x "$out.partial/flannel/$flannel_version/flanneld" ]; then
+  echo "[realnode] building flanneld $flannel_version ..." >&2
+  start=$SECONDS
+  mkdir -p "$out.partial/flannel/$flannel_version"
+  # cgo: the udp backend's proxy is C
+  CGO_ENABLED=1 GOBIN="$out.partial/flannel/$flannel_version.tmp" go install -trimpath \
+    -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$flannel_version" \
+    "github.com/flannel-io/flannel@$flannel_version"
+  mv "$out.partial/flannel/$flannel_version.tmp/flannel" "$out.partial/flannel/$flannel_version/flanneld"
+  rm -rf "$out.partial/flannel/$flannel_version.tmp"
+  echo "[realnode] flanneld built in $((SECONDS - start))s" >&2
+fi
+if [ ! -x "$out.partial/flannel/cni/flannel" ]; then
+  echo "[realnode] building the flannel CNI plugin (containernetworking/plugins $flannel_cni_from) ..." >&2
+  GOBIN="$out.partial/flannel/cni" go install -trimpath -ldflags "-s -w" \
+    "github.com/containernetworking/plugins/plugins/meta/flannel@$flannel_cni_from"
+fi
 
 rm -rf "$out.partial/work" "$out"; mv "$out.partial" "$out"
 echo "$out"

@@ -68,6 +68,7 @@ NODE_MOUNTS = {
     "/var/log/containers": "var-log-containers",
     "/run/netns": "run-netns",
     "/run/containerd": "run-containerd",
+    "/run/flannel": "run-flannel",  # flanneld's subnet.env, read by its CNI plugin
 }
 # Kernel settings the kubelet changes on start (they are global, not per namespace); restored on teardown.
 KUBELET_SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops")
@@ -395,6 +396,9 @@ class RealNodes:
             _sh(*inside, "ip", "link", "set", "lo", "up")
             _sh(*inside, "ip", "addr", "add", f"{SERVICE_IP}/32", "dev", "lo")
             _sh(*inside, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            # A default route on the link, without a gateway: plugins that find "the node's interface" through it
+            # (flanneld) find eth0, and nothing leaves the sandbox (only the host answers ARP on that link).
+            _sh(*inside, "ip", "route", "add", "default", "dev", "eth0")
             for other in self.nodes:
                 if other is not node:
                     _sh(*inside, "ip", "route", "add", other.pod_cidr, "via", other.address)
