@@ -427,7 +427,13 @@ class NewPods:
         core.create_namespaced_pod(TEST_NAMESPACE, pod_manifest(name, node.name, BUSYBOX, ["sleep", "3600"]))
         deadline = attempt.created + self.timeout
         while time.monotonic() < deadline:
-            pod = core.read_namespaced_pod(name, TEST_NAMESPACE)
+            try:
+                pod = core.read_namespaced_pod(name, TEST_NAMESPACE)
+            except client.ApiException as err:
+                if err.status != 404:
+                    raise
+                attempt.error = "gone before it was Ready (evicted by a drain)"
+                return
             if pod_ready(pod):
                 attempt.ip = pod.status.pod_ip
                 attempt.latency = time.monotonic() - attempt.created
@@ -436,7 +442,11 @@ class NewPods:
         else:
             events = core.list_namespaced_event(TEST_NAMESPACE, field_selector=f"involvedObject.name={name}").items
             attempt.error = "; ".join(e.message for e in events if e.type == "Warning")[-300:] or "not Ready in time"
-        core.delete_namespaced_pod(name, TEST_NAMESPACE, grace_period_seconds=0)
+        try:
+            core.delete_namespaced_pod(name, TEST_NAMESPACE, grace_period_seconds=0)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
 
 
 def host_agent_check(node: RealNodeView, state_dir: Path, skip: str = "") -> dict[str, Any]:

@@ -79,6 +79,24 @@ def all_web_ready(cluster: RealCluster, timeout: float = 120) -> list[Any]:
     )
 
 
+def respread(cluster: RealCluster, apps: Any) -> list[Any]:
+    """A drain leaves the Deployment's pods on the node that stayed schedulable (a Deployment never rebalances):
+    restart it so that its pods spread over both nodes again, then return them."""
+    patch = {"spec": {"template": {"metadata": {"annotations": {"restartedAt": str(time.time())}}}}}
+    generation = apps.patch_namespaced_deployment("swap-web", TEST_NAMESPACE, patch).metadata.generation
+    eventually(
+        lambda: apps.read_namespaced_deployment_status("swap-web", TEST_NAMESPACE).status,
+        lambda st: (
+            st.observed_generation == generation
+            and st.updated_replicas == st.ready_replicas == st.replicas == REPLICAS
+            and not st.unavailable_replicas
+        ),
+        120,
+        "the Deployment restarted",
+    )
+    return all_web_ready(cluster)
+
+
 def cross_node_ping(cluster: RealCluster, pods: list[Any]) -> None:
     by_node: dict[str, Any] = {}
     for pod in pods:
@@ -164,7 +182,7 @@ def test_swap_reference_to_flannel_and_back_on_real_nodes(real_cluster: RealClus
                 check=False,
             ).stdout
             assert "vxlan id 1" in vxlan, vxlan
-        cross_node_ping(cluster, pods)  # over the VXLAN overlay now
+        cross_node_ping(cluster, respread(cluster, apps))  # over the VXLAN overlay now
 
         reference = yaml.safe_load((REPO / "examples" / "reference.yaml").read_text())["spec"]
         reference.update(version="v1.9.1", versionPolicy={"allowUnsupported": False}, settings=reference["settings"])
@@ -172,7 +190,18 @@ def test_swap_reference_to_flannel_and_back_on_real_nodes(real_cluster: RealClus
             to_reference = swap(cluster, networks, reference, "cni-operator-bridge", ["bridge", "portmap", "bandwidth"])
         pods = all_web_ready(cluster)
         in_node_cidrs(cluster, pods)
-        cross_node_ping(cluster, pods)
+        cross_node_ping(cluster, respread(cluster, apps))
+        # What Flannel leaves in the node after it is gone: its VXLAN device and its routes through it (flanneld
+        # removes neither on exit; the operator does not either). Reported, not hidden.
+        leftover = {
+            view.name: subprocess.run(
+                ["ip", "netns", "exec", view.netns, "ip", "-o", "route", "show", "dev", "flannel.1"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            for view in cluster.nodes
+        }
     finally:
         apps.delete_namespaced_deployment("swap-web", TEST_NAMESPACE)
         delete_test_pods(cluster.core, wait=False)
@@ -189,5 +218,6 @@ def test_swap_reference_to_flannel_and_back_on_real_nodes(real_cluster: RealClus
         failed = [a for a in attempts if not a.ip]
         figure(
             f"swap {name} on 2 real nodes: {figures['took']:.1f}s; {per_node}; new pods by nodeName: "
-            f"{len(failed)} of {len(attempts)} without an address"
+            f"{len(failed)} of {len(attempts)} without an address {[(a.node, a.error[:120]) for a in failed]}"
         )
+    figure(f"after flannel -> reference, flannel's routes still in the nodes: {leftover}")
