@@ -47,6 +47,7 @@ echo "$bin" > .venv/controlplane-bin
 # import (hack/images/build.py: pause, busybox, the agent and the plugins images). Both cached under the same root.
 step "real-node binaries and images (built once into ${CNI_OPERATOR_CACHE:-~/.cache/cni-operator})"
 realnode=$(hack/realnode/build.sh | tail -n 1)
+echo "$realnode" > .venv/realnode-bin
 cache=${CNI_OPERATOR_CACHE:-$HOME/.cache/cni-operator}
 mkdir -p "$cache/images"
 .venv/bin/python hack/images/build.py --realnode "$realnode" --out "$cache/images" | tail -n 1 > .venv/realnode-images

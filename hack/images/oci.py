@@ -173,7 +173,7 @@ class Archive:
             {
                 "Config": "blobs/sha256/" + _digest(config_bytes)[7:],
                 "RepoTags": [name],
-                "Layers": ["blobs/sha256/" + d["digest"][7:] for d in layer_descs],
+                "Layers": ["blobs/sha256/" + digest[7:] for _, digest, _ in built],
             }
         )
         return _digest(manifest_bytes)

@@ -38,6 +38,20 @@ BUSYBOX = "docker.io/library/busybox:1.35"
 TEST_NAMESPACE = "default"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The plugin swap runs last: Flannel leaves its VXLAN device, routes and iptables chains in the nodes (see
+    docs/realnode.md), and the other tests measure nodes that never ran it."""
+    items.sort(key=lambda item: "tests/realnode/test_swap" in item.nodeid)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the item, so fixtures can tell whether the test failed."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """The measured figures of the real-node tests, printed whether the tests passed or not."""
     if FIGURES:
@@ -152,7 +166,7 @@ def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealClust
         RealNodeView(
             n["name"], n["address"], n["pod_cidr"], Path(n["conf_dir"]), Path(n["bin_dir"]), n["socket"], n["netns"]
         )
-        for n in record["nodes"]
+        for n in sorted(record["nodes"], key=lambda n: n["index"])
     ]
     api = box.api_client()
     for kind in ("clusternetwork", "nodenetworkstate"):
@@ -221,9 +235,15 @@ def real_operator(
 
 
 @pytest.fixture
-def networks(real_cluster: RealCluster, real_operator: OperatorProcess) -> Iterator[Networks]:
+def networks(
+    real_cluster: RealCluster, real_operator: OperatorProcess, request: pytest.FixtureRequest
+) -> Iterator[Networks]:
     nets = Networks(real_cluster.api_client)
+    logged = len(real_operator.logs())
     yield nets
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("operator log during the test (tail):\n" + real_operator.logs()[logged:][-15000:])
     for name in nets.created:
         if nets._exists(name):
             nets.patch_spec(name, {"nodeCleanup": "Remove"})

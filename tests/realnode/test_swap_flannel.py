@@ -82,6 +82,15 @@ def all_web_ready(cluster: RealCluster, timeout: float = 120) -> list[Any]:
 def respread(cluster: RealCluster, apps: Any) -> list[Any]:
     """A drain leaves the Deployment's pods on the node that stayed schedulable (a Deployment never rebalances):
     restart it so that its pods spread over both nodes again, then return them."""
+    eventually(
+        lambda: [cluster.core.read_node(n.name) for n in cluster.nodes],
+        lambda nodes: all(
+            not n.spec.unschedulable and any(c.type == "Ready" and c.status == "True" for c in n.status.conditions)
+            for n in nodes
+        ),
+        60,
+        "both real nodes Ready and schedulable",
+    )
     patch = {"spec": {"template": {"metadata": {"annotations": {"restartedAt": str(time.time())}}}}}
     generation = apps.patch_namespaced_deployment("swap-web", TEST_NAMESPACE, patch).metadata.generation
     eventually(
@@ -165,8 +174,8 @@ def test_swap_reference_to_flannel_and_back_on_real_nodes(real_cluster: RealClus
     wait_datapath(cluster, cluster.revision(cluster.nodes[0].name))
     apps.create_namespaced_deployment(TEST_NAMESPACE, deployment())
     try:
-        pods = all_web_ready(cluster)
-        cross_node_ping(cluster, pods)
+        all_web_ready(cluster)
+        cross_node_ping(cluster, respread(cluster, apps))
 
         flannel = yaml.safe_load((REPO / "examples" / "flannel.yaml").read_text())["spec"]
         flannel.update(version="v0.27.4", versionPolicy={"allowUnsupported": True})
@@ -205,6 +214,14 @@ def test_swap_reference_to_flannel_and_back_on_real_nodes(real_cluster: RealClus
     finally:
         apps.delete_namespaced_deployment("swap-web", TEST_NAMESPACE)
         delete_test_pods(cluster.core, wait=False)
+        # put the nodes' own network back for whatever runs next: no flannel.1, the sandbox's routes
+        for view in cluster.nodes:
+            inside = ["ip", "netns", "exec", view.netns]
+            subprocess.run([*inside, "ip", "link", "del", "flannel.1"], capture_output=True, check=False)
+            for other in cluster.nodes:
+                if other is not view:
+                    route = ["ip", "route", "replace", other.pod_cidr, "via", other.address]
+                    subprocess.run([*inside, *route], capture_output=True, check=False)
 
     for name, figures, attempts in (
         ("reference -> flannel v0.27.4", to_flannel, to_flannel_pods.attempts),

@@ -22,7 +22,7 @@ from tests.realnode.conftest import (
 )
 from tests.waiting import eventually
 
-GATE_TIMEOUT = 20
+GATE_TIMEOUT = 45  # the new agent pod must start and write the config first, on 2 busy cores
 
 
 def test_failing_upgrade_stops_at_the_canary_and_rolls_back(real_cluster: RealCluster, networks: Networks) -> None:
