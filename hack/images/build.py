@@ -7,9 +7,13 @@
                                                 runtime dependencies, ip, ping and iptables (the agent's needs)
   ghcr.io/cni-operator/reference-plugins:<v>    the same layer, plus release <v>'s plugins (built from their Go
                                                 module) in /usr/lib/cni, for `cni-operator agent install-binaries`
+  ghcr.io/flannel-io/flannel:v0.27.4            flanneld v0.27.4 at /opt/bin/flanneld on that layer, plus cp
+  ghcr.io/flannel-io/flannel-cni-plugin:v1.8.0-flannel1   the flannel CNI plugin at /flannel, plus cp; NOT upstream's
+                                                binary: built from containernetworking/plugins v0.9.1 (see
+                                                hack/realnode/build.sh: flannel-io/cni-plugin is not served)
 
 The names are the catalog's (bundled-plugins/reference), so the rendered DaemonSets run them as they are, from the
-node's store (imagePullPolicy IfNotPresent). All images share one archive, `images.tar`, so the Python layer is
+node's store (imagePullPolicy IfNotPresent). The flannel images are added when hack/realnode/build.sh built them. All images share one archive, `images.tar`, so the Python layer is
 stored, imported and unpacked once per node.
 
 Usage: build.py --realnode DIR --out DIR     (prints the output folder on its last line)
