@@ -12,9 +12,9 @@
                                                 binary: built from containernetworking/plugins v0.9.1 (see
                                                 hack/realnode/build.sh: flannel-io/cni-plugin is not served)
 
-The names are the catalog's (bundled-plugins/reference), so the rendered DaemonSets run them as they are, from the
-node's store (imagePullPolicy IfNotPresent). The flannel images are added when hack/realnode/build.sh built them. All images share one archive, `images.tar`, so the Python layer is
-stored, imported and unpacked once per node.
+The names are the catalog's (bundled-plugins/), so the rendered DaemonSets run them as they are, from the node's
+store (imagePullPolicy IfNotPresent); the flannel images are added when hack/realnode/build.sh built them. All
+images share one archive, `images.tar`, so the Python layer is stored, imported and unpacked once per node.
 
 Usage: build.py --realnode DIR --out DIR     (prints the output folder on its last line)
 The archive is kept in the cache, rebuilt only when an input changed, and never committed.
