@@ -24,17 +24,17 @@ def example_spec(plugin: str) -> dict[str, Any]:
 
 
 def cases(catalog: Catalog) -> list[tuple[str, dict[str, Any]]]:
-    """(golden name, spec): every release of every primary plugin from its example, and every Multus release."""
+    """(golden name, spec): every release of every primary plugin from its example, and every overlay release
+    (Multus) over Calico, from examples/calico-<overlay>.yaml."""
     found = []
-    for plugin in catalog.plugins():
-        if plugin == "multus":
-            continue
+    for plugin in catalog.primary_plugins():
         for release in catalog.releases_of(plugin):
             found.append((f"{plugin}-{release.version}", {**example_spec(plugin), "version": release.version}))
-    for release in catalog.releases_of("multus"):
-        spec = copy.deepcopy(example_spec("calico-multus"))
+    overlay = catalog.overlay_plugin()
+    for release in catalog.releases_of(overlay):
+        spec = copy.deepcopy(example_spec(f"calico-{overlay}"))
         spec["multus"]["version"] = release.version
-        found.append((f"calico-multus-{release.version}", spec))
+        found.append((f"calico-{overlay}-{release.version}", spec))
     return found
 
 

@@ -82,8 +82,22 @@ def _parser() -> argparse.ArgumentParser:
     )
     render.set_defaults(handler=_render)
 
-    validate = commands.add_parser("validate", help="check ClusterNetwork files offline (for CI in GitOps repos)")
+    validate = commands.add_parser(
+        "validate",
+        help="check ClusterNetwork files offline (for CI in GitOps repos)",
+        description="Check each ClusterNetwork as the API server's admission would (the CRD's schema and CEL rules: "
+        "what 'kubectl apply' refuses), then as the operator would (the catalog: releases, features, settings, pod "
+        "ranges: what the operator refuses in status). Exit 1 when any is refused; warnings (settings the plugin "
+        "ignores) do not fail unless --warnings-as-errors.",
+    )
     validate.add_argument("-f", "--filename", type=Path, required=True, nargs="+", help="YAML files ('-' for stdin)")
+    validate.add_argument(
+        "--kubernetes-version",
+        default=None,
+        help="the cluster's Kubernetes version, for defaults that depend on it (the Multus release)",
+    )
+    validate.add_argument("-o", "--output", choices=["text", "json"], default="text", help="text (default) or json")
+    validate.add_argument("--warnings-as-errors", action="store_true", help="exit 1 on warnings too")
     validate.set_defaults(handler=_validate)
 
     crd = commands.add_parser("crd", help="print a CRD generated from the API models (default: ClusterNetwork)")
@@ -301,19 +315,31 @@ def _read_documents(path: Path) -> list[Any]:
 
 
 def _cluster_networks(path: Path) -> list[tuple[str, Any]]:
-    """(where, spec) for each ClusterNetwork document in a file; other kinds are ignored, as in a GitOps repo."""
+    """(where, document) for each ClusterNetwork document in a file; other kinds are ignored, as in a GitOps repo."""
     from cni_operator.api.v1alpha1 import API_VERSION, KIND
 
     found = []
     for index, doc in enumerate(_read_documents(path)):
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             continue
-        name = (doc.get("metadata") or {}).get("name") or f"document {index + 1}"
+        metadata: dict[str, Any] = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
+        name = metadata.get("name") or f"document {index + 1}"
         where = f"{path}: ClusterNetwork {name}"
         if doc.get("apiVersion") != API_VERSION:
             raise UserFacingError(f"{where}: apiVersion must be {API_VERSION}, not {doc.get('apiVersion')!r}")
-        found.append((where, doc.get("spec")))
+        found.append((where, doc))
     return found
+
+
+def _kubernetes_version(text: str, option: str = "--kubernetes-version") -> str:
+    """A Kubernetes version the user wrote, as v1.36.0; UserFacingError naming the option otherwise."""
+    from cni_operator.catalog.versions import parse_kubernetes_version
+
+    try:
+        major, minor, patch = parse_kubernetes_version(text, option)
+    except ValueError as err:
+        raise UserFacingError(str(err)) from err
+    return f"v{major}.{minor}.{patch}"
 
 
 def _render(args: argparse.Namespace) -> int:
@@ -324,15 +350,20 @@ def _render(args: argparse.Namespace) -> int:
     from cni_operator.render.engine import Renderer
 
     catalog = default_catalog()
+    version = _kubernetes_version(args.kubernetes_version) if args.kubernetes_version is not None else None
     networks = _cluster_networks(args.filename)
     if len(networks) != 1:
         raise UserFacingError(f"{args.filename}: expected one ClusterNetwork, found {len(networks)}")
-    where, spec = networks[0]
+    where, doc = networks[0]
     try:
-        validated = validate(spec, catalog)
+        validated = validate(doc.get("spec"), catalog, kubernetes_version=version)
+        if version is None:  # the newest Kubernetes the release supports; defaults that depend on it follow
+            version = f"v{validated.release.compatibility.kubernetes[-1]}.0"
+            validated = validate(doc.get("spec"), catalog, kubernetes_version=version)
     except SpecError as err:
         raise UserFacingError(f"{where} is invalid:\n{err}") from err
-    version = args.kubernetes_version or f"v{validated.release.compatibility.kubernetes[-1]}.0"
+    for warning in validated.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     rendering = Renderer(catalog).render(validated, kubernetes_version=version)
     out.print(f"# revision {rendering.revision} of {validated.release.key} for Kubernetes {version}", soft_wrap=True)
     sys.stdout.flush()
@@ -340,27 +371,72 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_network(doc: dict[str, Any], catalog: Any, kubernetes_version: str | None) -> dict[str, Any]:
+    """One ClusterNetwork document, checked: admitted by the API server? refused by the operator? warnings?"""
+    from cni_operator.api.admission import name_errors
+    from cni_operator.plan.validate import Problem, SpecError, Stage, validate
+
+    metadata: dict[str, Any] = doc["metadata"] if isinstance(doc.get("metadata"), dict) else {}
+    problems = [Problem(e.field, e.message, Stage.ADMISSION) for e in name_errors(metadata.get("name"))]
+    warnings: list[Problem] = []
+    try:
+        validated = validate(doc.get("spec"), catalog, kubernetes_version=kubernetes_version)
+    except SpecError as err:
+        problems += err.problems
+        warnings = list(err.warnings)
+    else:
+        warnings = list(validated.warnings)
+    return {
+        "name": metadata.get("name"),
+        "admitted": not any(p.stage is Stage.ADMISSION for p in problems),
+        "valid": not problems,
+        "problems": [{"field": p.field, "message": p.message, "stage": p.stage.value} for p in problems],
+        "warnings": [{"field": w.field, "message": w.message} for w in warnings],
+    }
+
+
 def _validate(args: argparse.Namespace) -> int:
+    import json
+
     from cni_operator.catalog.loader import default_catalog
-    from cni_operator.plan.validate import SpecError, validate
 
     catalog = default_catalog()
-    failures = 0
+    version = _kubernetes_version(args.kubernetes_version) if args.kubernetes_version is not None else None
+    results = []
     for path in args.filename:
         networks = _cluster_networks(path)
-        if not networks:
+        if not networks and args.output == "text":
             console.print(f"[yellow]{path}: no ClusterNetwork found[/]")
-        for where, spec in networks:
-            try:
-                validate(spec, catalog)
-            except SpecError as err:
-                failures += 1
-                console.print(f"[red]{where} is invalid[/]")
-                for problem in err.problems:
-                    console.print(f"  {problem}", soft_wrap=True, highlight=False)
-            else:
-                console.print(f"[green]{where}: valid[/]")
-    return 1 if failures else 0
+        for where, doc in networks:
+            result = {"file": str(path), **_check_network(doc, catalog, version)}
+            results.append(result)
+            if args.output == "text":
+                _print_check(where, result)
+    if args.output == "json":
+        sys.stdout.write(json.dumps({"networks": results}, indent=2) + "\n")
+    failed = [r for r in results if not r["valid"] or (args.warnings_as_errors and r["warnings"])]
+    return 1 if failed else 0
+
+
+def _print_check(where: str, result: dict[str, Any]) -> None:
+    if result["valid"]:
+        note = f" ({len(result['warnings'])} warning{'s' if len(result['warnings']) != 1 else ''})"
+        console.print(f"[green]{where}: valid[/]" + (note if result["warnings"] else ""), highlight=False)
+    else:
+        console.print(f"[red]{where} is invalid[/]", highlight=False)
+    for stage, heading in (
+        ("admission", "the API server refuses it (kubectl apply fails):"),
+        ("operator", "the API server stores it, and the operator refuses to roll it out:"),
+    ):
+        found = [p for p in result["problems"] if p["stage"] == stage]
+        if found:
+            console.print(f"  {heading}", highlight=False)
+        for problem in found:
+            console.print(f"    {problem['field']}: {problem['message']}", soft_wrap=True, highlight=False)
+    for warning in result["warnings"]:
+        console.print(
+            f"  [yellow]warning:[/] {warning['field']}: {warning['message']}", soft_wrap=True, highlight=False
+        )
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -404,8 +480,8 @@ def _skew(args: argparse.Namespace) -> int:
     if args.plugin and args.plugin not in catalog.plugins():
         known = ", ".join(catalog.plugins())
         raise UserFacingError(f"--plugin: the catalog has no plugin {args.plugin!r}; known: {known}")
-    if args.kubernetes_version:
-        return _skew_offline(catalog, args.kubernetes_version, args.plugin)
+    if args.kubernetes_version is not None:
+        return _skew_offline(catalog, _kubernetes_version(args.kubernetes_version), args.plugin)
     return _skew_live(catalog, args.kubeconfig, args.plugin)
 
 
@@ -434,7 +510,7 @@ def _skew_offline(catalog: Any, kubernetes_version: str, plugin: str | None) -> 
             "-" if plan.works else plan.advice,
         )
     out.print(table)
-    oldest = minor - S.kubelet_max_behind((major, minor), (major, minor - S.KUBELET_MAX_BEHIND))
+    _, oldest = S.oldest_kubelet_minor((major, minor))
     out.print(
         f"Kubernetes' skew policy: the API server moves one minor at a time; kubelets may stay at {major}.{oldest} "
         f"to {major}.{minor} (never newer than the API server). Upgrade the plugin first where a row says so.",
@@ -447,8 +523,8 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
     from kubernetes import client
     from kubernetes.config import ConfigException
 
-    from cni_operator.api import v1alpha1 as api
-    from cni_operator.kube import skew as kube_skew
+    from cni_operator.decide.pipeline import releases_in_use
+    from cni_operator.kube.observe import Observer, active_name, network_object
     from cni_operator.plan import skew as S
     from cni_operator.plan.validate import SpecError, validate
 
@@ -459,15 +535,9 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
     from cni_operator.kube.client import api_client
 
     try:
-        api_client_ = api_client(kubeconfig)
-        facts = kube_skew.observe(api_client_)
-        custom: Any = client.CustomObjectsApi(api_client_)
-        try:
-            networks = custom.list_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL)["items"]
-        except client.ApiException as err:
-            if err.status != 404:
-                raise
-            networks = []  # the CRD is not installed: no ClusterNetwork
+        observer = Observer(api_client(kubeconfig))
+        facts = observer.cluster_facts()
+        networks = observer.networks()
     except (ConfigException, OSError) as err:
         raise UserFacingError(f"cannot read the cluster from the kubeconfig: {err}") from err
     except client.ApiException as err:
@@ -482,16 +552,16 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
     out.print(nodes)
 
     code = 0
-    alive = [n for n in networks if not n["metadata"].get("deletionTimestamp")] or networks
-    if alive:
-        active = min(alive, key=lambda n: (n["metadata"]["creationTimestamp"], n["metadata"]["name"]))
-        name = active["metadata"]["name"]
+    if networks:
+        name = active_name(networks)
+        active = next(n for n in networks if n["metadata"]["name"] == name)
         try:
-            validated = validate(active.get("spec"), catalog)
+            validated = validate(active.get("spec"), catalog, cluster=facts)
         except SpecError as err:
             raise UserFacingError(f"ClusterNetwork {name} is invalid:\n{err}") from err
-        status = active.get("status") or {}
-        running = S.releases_in_use(status, catalog, (n.revision for n in facts.nodes))
+        for warning in validated.warnings:
+            console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        running = releases_in_use(network_object(active).status, catalog, (n.revision for n in facts.nodes))
         report = S.evaluate(
             facts,
             catalog,

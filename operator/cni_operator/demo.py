@@ -16,12 +16,14 @@ from rich.table import Table
 
 from cni_operator.api import v1alpha1 as api
 from cni_operator.api.crd import CRD_PATH
+from cni_operator.api.v1alpha1 import ClusterNetworkStatus
 from cni_operator.catalog.loader import data_root, default_catalog
 from cni_operator.catalog.versions import minor_of
 from cni_operator.kube.apply import Applier
 from cni_operator.operator_main import command as operator_command
 from cni_operator.sandbox import Sandbox
 from cni_operator.sandbox.cluster import STATE_FILE, free_port
+from cni_operator.status.conditions import read_status
 
 READY_TIMEOUT = 180.0
 
@@ -69,8 +71,8 @@ def run_demo(box: Sandbox, console: Console, *, detached: bool) -> int:
         console.print(f"   (at {network['spec']['version']}, the one release that supports Kubernetes {minor})")
     applier.apply(network)
     status = _follow(api_client, network["metadata"]["name"], console, operator)
-    if status.get("phase") != "Ready":
-        console.print(f"[red]the rollout did not finish:[/] {status.get('message')}")
+    if status.phase != "Ready":
+        console.print(f"[red]the rollout did not finish:[/] {status.message}")
         console.print(box.log_tail("cni-operator", 40) if (box.log_dir / "cni-operator.log").exists() else "")
         return 1
     _show_result(api_client, network["metadata"]["name"], console)
@@ -90,10 +92,10 @@ def _wait_established(api_client: Any) -> None:
         time.sleep(0.1)
 
 
-def _follow(api_client: Any, name: str, console: Console, operator: subprocess.Popen[bytes]) -> dict[str, Any]:
+def _follow(api_client: Any, name: str, console: Console, operator: subprocess.Popen[bytes]) -> ClusterNetworkStatus:
     """Progress bars for the rollout, fed by the ClusterNetwork's status, until Ready or the timeout."""
     custom: Any = client.CustomObjectsApi(api_client)
-    status: dict[str, Any] = {}
+    status = ClusterNetworkStatus()
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -105,17 +107,15 @@ def _follow(api_client: Any, name: str, console: Console, operator: subprocess.P
         ready = progress.add_task("nodes ready", total=None)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and operator.poll() is None:
-            status = custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL, name).get("status") or {}
-            nodes = status.get("nodes") or {}
-            total = nodes.get("total") or None
-            progress.update(updated, total=total, completed=nodes.get("updated", 0))
-            progress.update(
-                ready,
-                total=total,
-                completed=nodes.get("ready", 0),
-                description=f"nodes ready (phase {status.get('phase', 'Pending')})",
+            status = read_status(
+                custom.get_cluster_custom_object(api.GROUP, api.VERSION, api.PLURAL, name).get("status")
             )
-            if status.get("phase") == "Ready" and status.get("observedGeneration"):
+            total = status.nodes.total or None
+            progress.update(updated, total=total, completed=status.nodes.updated)
+            progress.update(
+                ready, total=total, completed=status.nodes.ready, description=f"nodes ready (phase {status.phase})"
+            )
+            if status.phase == "Ready" and status.observed_generation:
                 break
             time.sleep(0.5)
     return status

@@ -8,8 +8,11 @@ import os
 import socket
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
@@ -20,6 +23,7 @@ from cni_operator.kube.leader import LeaseLock
 from cni_operator.kube.reconcile import Reconciler
 
 log = logging.getLogger(__name__)
+APPLY_DELAY_ENV = "CNI_OPERATOR_TEST_APPLY_DELAY"
 
 
 def command(kubeconfig: Path, metrics_port: int, lease_namespace: str | None = None) -> list[str]:
@@ -59,15 +63,17 @@ def run(
     if not lease.acquire(stop):
         return 0
 
-    from cni_operator.handlers import clusternetwork  # registers the handlers with kopf
+    from cni_operator.handlers import clusternetwork
 
-    queue = clusternetwork.install(Reconciler(client, default_catalog()))
+    queue = clusternetwork.ReconcileQueue(Reconciler(client, default_catalog(), before_apply=_apply_fault()))
+    registry = clusternetwork.register(queue, kopf.OperatorRegistry())
+    queue.start()
     stopped = threading.Event()
     renewer = threading.Thread(target=lease.keep_renewing, args=(stopped,), name="lease", daemon=True)
     renewer.start()
     liveness = f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None
     try:
-        asyncio.run(_kopf(triggers=(stop, lease.lost), stopped=stopped, liveness=liveness))
+        asyncio.run(_kopf(registry, triggers=(stop, lease.lost), stopped=stopped, liveness=liveness))
     finally:
         stopped.set()
         queue.stop()
@@ -76,7 +82,22 @@ def run(
     return 1 if lease.lost.is_set() else 0
 
 
-async def _kopf(*, triggers: tuple[threading.Event, ...], stopped: threading.Event, liveness: str | None) -> None:
+def _apply_fault() -> Callable[[dict[str, Any]], None] | None:
+    """Fault injection for crash tests, set by the test that starts this process: every apply waits this long,
+    so the test can kill the operator between two of them."""
+    delay = float(os.environ.get(APPLY_DELAY_ENV, "0") or 0)
+    if not delay:
+        return None
+    return lambda _obj: time.sleep(delay)
+
+
+async def _kopf(
+    registry: kopf.OperatorRegistry,
+    *,
+    triggers: tuple[threading.Event, ...],
+    stopped: threading.Event,
+    liveness: str | None,
+) -> None:
     """kopf in our own loop, stopped by an asyncio flag: kopf handles SIGTERM and SIGINT itself, and a
     thread-based flag would leave an executor thread behind that keeps the process from exiting."""
     flag = asyncio.Event()
@@ -89,4 +110,6 @@ async def _kopf(*, triggers: tuple[threading.Event, ...], stopped: threading.Eve
                 return
 
     threading.Thread(target=watch, name="stop-watch", daemon=True).start()
-    await kopf.operator(clusterwide=True, standalone=True, stop_flag=flag, liveness_endpoint=liveness)
+    await kopf.operator(
+        registry=registry, clusterwide=True, standalone=True, stop_flag=flag, liveness_endpoint=liveness
+    )

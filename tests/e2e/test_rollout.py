@@ -258,8 +258,14 @@ class Network:
 
     def wait_phase(self, phase: str, timeout: float = 240) -> dict[str, Any]:
         generation = self.get()["metadata"]["generation"]
+
+        def fetch() -> dict[str, Any]:  # without managedFields, so a failure shows the status
+            cn = self.get()
+            cn["metadata"].pop("managedFields", None)
+            return cn
+
         return eventually(
-            self.get,
+            fetch,
             lambda cn: (
                 (cn.get("status") or {}).get("phase") == phase and cn["status"].get("observedGeneration") == generation
             ),

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+from cni_operator.api.vocabulary import OWNER
 from cni_operator.kube.apply import Applier
-from cni_operator.kube.inventory import OWNER
 from cni_operator.operator_main import command as operator_command
 from tests.waiting import eventually
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from cni_operator.kube.inventory import OWNER
+from cni_operator.api.vocabulary import OWNER
 from tests.integration.conftest import REPO, Networks, OperatorProcess
 from tests.waiting import eventually
 

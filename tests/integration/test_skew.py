@@ -12,8 +12,8 @@ import pytest
 from kubernetes import client
 
 from cni_operator.cli import main
-from cni_operator.kube.apply import Applier
-from cni_operator.kube.inventory import managed_objects
+from cni_operator.decide.snapshot import MANAGED_KINDS
+from cni_operator.kube.observe import Observer
 from tests.integration.conftest import Networks, OperatorProcess
 from tests.waiting import eventually
 
@@ -141,10 +141,8 @@ def test_node_upgrades_change_condition_status_metrics_and_events(
 
 def _resource_versions(api_client: Any, owner: str) -> dict[tuple[str, str, str], str]:
     return {
-        (obj["kind"], obj["metadata"].get("namespace") or "", obj["metadata"]["name"]): obj["metadata"][
-            "resourceVersion"
-        ]
-        for obj in managed_objects(Applier(api_client), owner)
+        (obj.kind, obj.namespace, obj.name): obj.resource_version
+        for obj in Observer(api_client).managed_objects(owner, MANAGED_KINDS)
     }
 
 

@@ -51,3 +51,18 @@ def test_live_mode_without_a_kubeconfig_says_how(
     monkeypatch.setenv("HOME", str(tmp_path))
     assert main(["skew"]) == 1
     assert "pass --kubeconfig or set KUBECONFIG, or pass --kubernetes-version" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("version", ["1.1", "v1.0.0", "1.2.3-rc.1"])
+def test_old_versions_never_print_negative_minors(version: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["skew", "--kubernetes-version", version]) == 0
+    output = capsys.readouterr().out
+    assert ".-" not in output
+    assert "kubelets may stay at 1.0 to" in output
+
+
+@pytest.mark.parametrize("version", ["2.0", "v1.36.x", "1", "1.-2", "v1.36.0.1"])
+def test_odd_versions_are_refused_by_name(version: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["skew", "--kubernetes-version", version]) == 1
+    err = capsys.readouterr().err
+    assert f"--kubernetes-version: {version!r} is not a Kubernetes version" in err and "Traceback" not in err

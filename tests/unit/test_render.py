@@ -29,7 +29,7 @@ def test_every_plugin_and_release_has_a_case() -> None:
     for plugin in CATALOG.plugins():
         releases = CATALOG.releases_of(plugin)
         assert len(releases) >= 2, f"{plugin} needs at least two releases to test upgrades"
-        prefix = "calico-multus" if plugin == "multus" else plugin
+        prefix = f"calico-{plugin}" if plugin == CATALOG.overlay_plugin() else plugin
         assert {f"{prefix}-{r.version}" for r in releases} <= names
     assert {"calico", "flannel", "cilium", "weave-net", "multus", "reference"} <= set(CATALOG.plugins())
 
@@ -55,7 +55,7 @@ def test_objects_keep_the_contract(name: str, spec: dict[str, Any]) -> None:
         seen.add(ident)
         labels = meta["labels"]
         assert labels[L.MANAGED_BY] == L.MANAGER
-        assert labels[L.PLUGIN] in {rendering.release.plugin, "multus"}
+        assert labels[L.PLUGIN] in {rendering.release.plugin, *(o.plugin for o in rendering.overlays)}
         if obj["kind"] == "DaemonSet":
             assert meta["name"].endswith(rendering.revision)
             selector = obj["spec"]["selector"]["matchLabels"]

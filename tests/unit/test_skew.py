@@ -10,8 +10,11 @@ from hypothesis import strategies as st
 
 from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.catalog.model import PluginRelease
+from cni_operator.decide.pipeline import releases_in_use
 from cni_operator.plan import skew as S
 from cni_operator.plan.skew import ClusterFacts, Kind, NodeFacts, Severity
+from cni_operator.plan.upgrade import upgrade_paths
+from cni_operator.status.conditions import read_status
 
 CATALOG = default_catalog()
 
@@ -251,7 +254,7 @@ def _chain_catalog() -> Catalog:
 def test_recommendation_follows_upgrade_from_edges() -> None:
     catalog = _chain_catalog()
     v1 = catalog.get("p", "v1.0.0")
-    assert S.upgrade_paths(catalog, v1) == {
+    assert upgrade_paths(catalog, "p", "v1.0.0") == {
         "v1.0.0": ("v1.0.0",),
         "v2.0.0": ("v1.0.0", "v2.0.0"),
         "v3.0.0": ("v1.0.0", "v2.0.0", "v3.0.0"),
@@ -283,19 +286,20 @@ def test_releases_in_use_come_from_the_revision_history() -> None:
         "currentRevision": "aaa",
         "targetRevision": "bbb",
         "revisionHistory": [
-            {"revision": "old", "plugin": "flannel", "version": "v0.27.4"},
-            {"revision": "aaa", "plugin": "flannel", "version": "v0.28.9"},
-            {"revision": "bbb", "plugin": "calico", "version": "v3.32.1"},
-            {"revision": "gone", "plugin": "calico", "version": "v0.0.1"},
+            {"revision": "old", "plugin": "flannel", "version": "v0.27.4", "created": "2026-01-01T00:00:00Z"},
+            {"revision": "aaa", "plugin": "flannel", "version": "v0.28.9", "created": "2026-01-01T00:00:00Z"},
+            {"revision": "bbb", "plugin": "calico", "version": "v3.32.1", "created": "2026-01-01T00:00:00Z"},
+            {"revision": "gone", "plugin": "calico", "version": "v0.0.1", "created": "2026-01-01T00:00:00Z"},
         ],
     }
-    assert [r.key for r in S.releases_in_use(status, CATALOG)] == ["flannel/v0.28.9", "calico/v3.32.1"]
-    assert [r.key for r in S.releases_in_use(status, CATALOG, ["old"])] == [
+    typed = read_status(status)
+    assert [r.key for r in releases_in_use(typed, CATALOG)] == ["flannel/v0.28.9", "calico/v3.32.1"]
+    assert [r.key for r in releases_in_use(typed, CATALOG, ["old"])] == [
         "flannel/v0.27.4",
         "flannel/v0.28.9",
         "calico/v3.32.1",
     ]
-    assert S.releases_in_use({}, CATALOG) == []
+    assert releases_in_use(read_status({}), CATALOG) == []
 
 
 # -- planning a Kubernetes upgrade offline ---------------------------------------------------------------------

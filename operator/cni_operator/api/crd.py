@@ -70,7 +70,6 @@ def _structural(node: Any) -> Any:
 
 def _clusternetwork_schema(schema: dict[str, Any]) -> None:
     props = schema["properties"]
-    props["spec"].setdefault("x-kubernetes-validations", []).extend(api.SPEC_RULES["x-kubernetes-validations"])
     status = props["status"]
     conditions = status["properties"]["conditions"]
     conditions.update({"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]})

@@ -1,7 +1,9 @@
 """ClusterNetwork v1alpha1: the one source of the CRD schema (`crds/clusternetwork.yaml` is generated from here).
 
 Descriptions become the `kubectl explain` text; `x-kubernetes-validations` carry the CEL rules the OpenAPI schema
-cannot say. Rules that need the catalog (plugin features, versions, plugin settings) run in `plan.validate`.
+cannot say. The schema holds no plugin facts: which plugin offers BGP, encryption, an encapsulation mode or
+NetworkPolicy is catalog data (bundled-plugins/), checked by `plan.validate`, so a new release that gains a feature
+needs no new CRD.
 """
 
 from __future__ import annotations
@@ -177,7 +179,9 @@ class ClusterNetworkSpec(_Model):
     )
     encryption: Encryption = Field(Encryption.NONE, description="encryption of pod traffic between nodes")
     network_policy: bool = Field(True, description="enforce NetworkPolicy objects (needs a plugin that can)")
-    bgp: bool = Field(False, description="advertise pod routes to the network's routers over BGP (calico, cilium)")
+    bgp: bool = Field(
+        False, description="advertise pod routes to the network's routers over BGP (needs a plugin that can)"
+    )
     multus: Multus = Field(default_factory=Multus, description="Multus over the primary plugin")
     settings: dict[str, Any] = Field(
         default_factory=dict,
@@ -193,36 +197,6 @@ class ClusterNetworkSpec(_Model):
         description="when this ClusterNetwork is deleted: Keep leaves the running network on the nodes, "
         "Remove deletes the plugin's workloads and configs too",
     )
-
-
-SPEC_RULES = _cel(
-    (
-        "!self.bgp || self.plugin in ['calico', 'cilium']",
-        "bgp needs plugin calico or cilium; set bgp: false for the others",
-        ".bgp",
-    ),
-    (
-        "self.encryption != 'IPsec' || self.plugin == 'cilium'",
-        "encryption IPsec needs plugin cilium; use WireGuard with calico or cilium, or None",
-        ".encryption",
-    ),
-    (
-        "!has(self.encapsulation) || self.encapsulation != 'IPIP' || self.plugin == 'calico'",
-        "encapsulation IPIP is only offered by calico; use VXLAN with the other plugins",
-        ".encapsulation",
-    ),
-    (
-        "self.plugin != 'flannel' || !self.networkPolicy",
-        "flannel does not enforce NetworkPolicy: set networkPolicy: false, or choose calico, cilium or weave-net",
-        ".networkPolicy",
-    ),
-    (
-        "self.plugin != 'reference' || !self.networkPolicy",
-        "the reference plugins do not enforce NetworkPolicy: set networkPolicy: false, or choose calico, "
-        "cilium or weave-net",
-        ".networkPolicy",
-    ),
-)
 
 
 class ConditionStatus(StrEnum):
@@ -267,6 +241,26 @@ class RevisionRecord(_Model):
         description="the spec that rendered it, so the operator can render it again while nodes still run it",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+    defaulted: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the spec fields that defaults filled in for it; later reconciles keep these values while the "
+        "user leaves the fields unset, so a default changed by a newer operator does not re-roll every node",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    overlays: list[str] = Field(
+        default_factory=list, max_length=4, description="overlay releases of this revision, e.g. multus/v4.2.4"
+    )
+
+
+class SkippedNode(_Model):
+    name: str = Field(description="the node")
+    reason: Literal["NotReady", "Cordoned"] = Field(description="why the rollout leaves it out for now")
+    message: str = Field("", description="details; the node moves once it is Ready and uncordoned")
+
+
+class SpecWarning(_Model):
+    field: str = Field(description="the spec field, e.g. spec.podCIDRs")
+    message: str = Field(description="what to look at, and why it was not refused")
 
 
 class NodeCounts(_Model):
@@ -328,6 +322,19 @@ class ClusterNetworkStatus(_Model):
         "", description="the target revision failed its health gate: no more nodes move to it until the spec changes"
     )
     failed_nodes: list[FailedNode] = Field(default_factory=list, description="nodes that failed the rollout, and why")
+    skipped_nodes: list[SkippedNode] = Field(
+        default_factory=list,
+        max_length=50,
+        description="nodes the rollout leaves out for now (NotReady, or cordoned by someone else): they count "
+        "against no maxUnavailable and move once back (the first 50)",
+    )
+    waiting_for: list[str] = Field(
+        default_factory=list,
+        description="cluster components (plugin/component) that must be Ready before the next node wave starts",
+    )
+    warnings: list[SpecWarning] = Field(
+        default_factory=list, max_length=20, description="what the accepted spec does that deserves a look"
+    )
     revision_history: list[RevisionRecord] = Field(
         default_factory=list, max_length=20, description="revisions rolled out, newest last (for rollbacks)"
     )

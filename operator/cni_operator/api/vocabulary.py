@@ -24,6 +24,9 @@ SANDBOX_NODE = f"{PREFIX}/sandbox"  # nodes the test sandbox created
 
 # On the ClusterNetwork.
 FINALIZER = f"{PREFIX}/finalizer"
+# Spec fields (comma-separated, e.g. "spec.encapsulation") whose refused change the user made safe by hand or
+# accepts as is (plan/change.py); remove it once the change rolled out.
+CONFIRM_CHANGE = f"{PREFIX}/confirm-change"
 
 # Condition types (kstatus conventions: Ready, Progressing, Degraded; Compatible is version skew, positive polarity).
 READY = "Ready"

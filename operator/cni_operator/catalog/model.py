@@ -10,6 +10,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cni_operator.api.cel import compile_rule
+from cni_operator.catalog.versions import parse_version
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
@@ -18,6 +21,13 @@ class _Strict(BaseModel):
 class SupportStatus(StrEnum):
     SUPPORTED = "supported"
     ARCHIVED = "archived"  # upstream stopped maintaining it: we still support it, and status says so
+
+
+class Role(StrEnum):
+    """What a plugin is to the cluster network."""
+
+    PRIMARY = "primary"  # carries the cluster network: spec.plugin names it
+    OVERLAY = "overlay"  # a meta-plugin layered in front of the primary (spec.multus): never a primary itself
 
 
 class ComponentScope(StrEnum):
@@ -80,6 +90,100 @@ class Features(_Strict):
     default_encapsulation: str = Field(alias="defaultEncapsulation")
 
 
+class NodeBlock(_Strict):
+    """The address block each node gets from a pod range: a fixed prefix length, or one a setting holds."""
+
+    prefix_length: int | None = Field(None, alias="prefixLength", ge=0, le=128, description="fixed prefix length")
+    setting: str | None = Field(
+        None, description="the spec.settings key holding the prefix length (the release's defaults hold its default)"
+    )
+    note: str = Field("", description="where the block comes from, for messages")
+
+    @model_validator(mode="after")
+    def _one_of(self) -> NodeBlock:
+        if (self.prefix_length is None) == (self.setting is None):
+            raise ValueError("give exactly one of prefixLength and setting")
+        return self
+
+
+class Addressing(_Strict):
+    """How the plugin splits spec.podCIDRs into per-node blocks (empty: no per-node block, any size works)."""
+
+    ipv4_node_block: NodeBlock | None = Field(None, alias="ipv4NodeBlock")
+    ipv6_node_block: NodeBlock | None = Field(None, alias="ipv6NodeBlock")
+
+    def node_block(self, family: int) -> NodeBlock | None:
+        return self.ipv4_node_block if family == 4 else self.ipv6_node_block
+
+
+class CheckSeverity(StrEnum):
+    REFUSE = "Refuse"  # the spec says one thing and the plugin would run another: validate refuses it
+    WARN = "Warn"  # a setting the plugin ignores: validate warns, the rollout goes ahead unchanged
+
+
+class SpecCheck(_Strict):
+    """A rule about the whole spec that only this release knows: settings it ignores or cannot combine.
+
+    `rule` is CEL over the spec as the API server stores it (defaults filled; `self.settings` holds only what the
+    user wrote), and must hold, as in the CRD's x-kubernetes-validations."""
+
+    rule: str
+    field: str = Field(pattern=r"^spec(\.[A-Za-z0-9]+|\[[0-9]+\])*$", description="the field the message is about")
+    severity: CheckSeverity
+    message: str = Field(description="what the plugin does instead, and the fix")
+    effective: dict[str, Any] | None = Field(
+        None,
+        description="Warn only: a JSON merge patch (RFC 7386) of the spec to what the plugin runs instead (e.g. "
+        "{mtu: auto}); the operator renders the patched spec, so an ignored setting changes neither the manifests "
+        "nor the revision, and never starts a rollout that changes nothing on the nodes",
+    )
+
+    @model_validator(mode="after")
+    def _compiles(self) -> SpecCheck:
+        compile_rule(self.rule)
+        if self.effective is not None and self.severity is not CheckSeverity.WARN:
+            raise ValueError("effective is for Warn checks: a refused spec is not rendered")
+        return self
+
+
+class PodAddressing(StrEnum):
+    """Who hands out pod addresses, which decides what spec.podCIDRs means across a plugin swap."""
+
+    PLUGIN_POOL = "pluginPool"  # the plugin's own IPAM carves per-node blocks out of spec.podCIDRs (Calico, Cilium)
+    NODE_POD_CIDR = "nodePodCIDR"  # each node's Node.spec.podCIDRs, from kube-controller-manager (Flannel)
+    NONE = "none"  # an overlay (Multus): the primary plugin addresses the pods
+
+
+class LiveChangeEffect(StrEnum):
+    """Why a change cannot simply roll out node by node to a running network."""
+
+    SEEDS_ONCE = "seedsOnce"  # read only when the plugin first creates its pools or ranges; later edits do nothing
+    SPLITS_DATAPATH = "splitsDatapath"  # nodes on the old and the new value cannot reach each other's pods
+
+
+class LiveChange(_Strict):
+    """A spec field a running network of this release cannot take in a rolling update (plan/change.py)."""
+
+    field: str = Field(
+        description="the spec field as users write it, without 'spec.': encapsulation, encryption, settings.<name>"
+    )
+    effect: LiveChangeEffect
+    reason: str = Field(description="what goes wrong, in the plugin's terms")
+    instead: str = Field(description="how to make the change instead (the refusal shows it)")
+
+
+class RunningNetwork(_Strict):
+    """How a running network of this release takes spec changes; plan/change.py reads only this."""
+
+    pod_addressing: PodAddressing = Field(alias="podAddressing")
+    pod_cidrs_instead: str = Field(
+        "",
+        alias="podCIDRsInstead",
+        description="how to give pods new ranges with this plugin, shown when spec.podCIDRs changes",
+    )
+    refused_changes: list[LiveChange] = Field(default_factory=list, alias="refusedChanges")
+
+
 class Source(_Strict):
     """Where the facts in this file come from (the upstream project's own docs and repository)."""
 
@@ -89,6 +193,7 @@ class Source(_Strict):
 
 class PluginRelease(_Strict):
     plugin: str
+    role: Role = Role.PRIMARY
     version: str = Field(description="upstream release tag, e.g. v3.30.3")
     released: str = Field(description="date of the upstream release (YYYY-MM-DD)")
     status: SupportStatus = SupportStatus.SUPPORTED
@@ -109,8 +214,52 @@ class PluginRelease(_Strict):
     defaults: dict[str, Any] = Field(
         default_factory=dict, description="values templates use when the spec leaves them out (e.g. the VXLAN port)"
     )
+    addressing: Addressing = Field(default_factory=Addressing, description="per-node address blocks")
+    checks: list[SpecCheck] = Field(
+        default_factory=list, description="settings this release ignores or cannot combine (validate refuses or warns)"
+    )
+    running_network: RunningNetwork = Field(
+        default_factory=lambda: RunningNetwork(pod_addressing=PodAddressing.NONE),
+        alias="runningNetwork",
+        description="which changes a running network of this release refuses, and what to do instead",
+    )
     sources: list[Source] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _block_settings_exist(self) -> PluginRelease:
+        for block in (self.addressing.ipv4_node_block, self.addressing.ipv6_node_block):
+            if block is not None and block.setting is not None and block.setting not in self.defaults:
+                raise ValueError(f"addressing: setting {block.setting!r} has no default in defaults")
+        return self
 
     @property
     def key(self) -> str:
         return f"{self.plugin}/{self.version}"
+
+
+class CniSpecStep(_Strict):
+    since: str = Field(description="the first runtime release whose libcni reads this CNI spec version")
+    cni_spec: str = Field(alias="cniSpec", description="the newest CNI spec version from that release on")
+
+
+class ContainerRuntime(_Strict):
+    name: str = Field(description="as in Node.status.nodeInfo.containerRuntimeVersion, e.g. containerd")
+    cni_spec: list[CniSpecStep] = Field(alias="cniSpec", min_length=1)
+
+
+class RuntimeFacts(_Strict):
+    """`bundled-plugins/runtimes.yaml`: what the container runtimes read, whatever the plugin."""
+
+    runtimes: list[ContainerRuntime]
+    sources: list[Source] = Field(min_length=1)
+
+    def max_cni_spec(self, runtime: str, version: tuple[int, int, int]) -> str | None:
+        """The newest CNI spec version a runtime release reads, or None when the facts do not say."""
+        best = None
+        for known in self.runtimes:
+            if known.name != runtime:
+                continue
+            for step in sorted(known.cni_spec, key=lambda s: parse_version(s.since)):
+                if version >= parse_version(step.since):
+                    best = step.cni_spec
+        return best

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import Counter, Gauge, Histogram
 
-from cni_operator.status.conditions import COMPATIBLE
+from cni_operator.api.v1alpha1 import ClusterNetworkStatus
+from cni_operator.api.vocabulary import COMPATIBLE
 
 RECONCILES = Counter("cni_operator_reconciles_total", "Reconciles of ClusterNetworks", ["clusternetwork", "phase"])
 RECONCILE_ERRORS = Counter(
@@ -34,31 +37,26 @@ SKEW_COMPATIBLE = Gauge(
 _skew_seen: dict[str, set[tuple[str, str]]] = {}  # (kind, severity) published per ClusterNetwork, to zero later
 
 
-def record(name: str, status: dict[str, object], nodes_per_revision: dict[str, int]) -> None:
+def record(name: str, status: ClusterNetworkStatus, nodes_per_revision: Mapping[str, int]) -> None:
     """Publish what one reconcile wrote to status and saw of the nodes."""
     NODES_PER_REVISION.clear()  # revisions no node runs any more must disappear, not stay at their last value
     for revision, count in nodes_per_revision.items():
         NODES_PER_REVISION.labels(name, revision).set(count)
-    nodes = status.get("nodes") or {}
-    assert isinstance(nodes, dict)
-    for state in ("total", "updated", "ready"):
-        NODES.labels(name, state).set(float(nodes.get(state, 0)))
-    total = float(nodes.get("total", 0))
-    ROLLOUT_PROGRESS.labels(name).set(float(nodes.get("ready", 0)) / total if total else 0.0)
-    for condition in status.get("conditions") or []:  # type: ignore[attr-defined]
-        CONDITION.labels(name, condition["type"]).set(1.0 if condition["status"] == "True" else 0.0)
-    RECONCILES.labels(name, str(status.get("phase", ""))).inc()
+    nodes = status.nodes
+    for state, value in (("total", nodes.total), ("updated", nodes.updated), ("ready", nodes.ready)):
+        NODES.labels(name, state).set(float(value))
+    ROLLOUT_PROGRESS.labels(name).set(nodes.ready / nodes.total if nodes.total else 0.0)
+    for condition in status.conditions:
+        CONDITION.labels(name, condition.type).set(1.0 if condition.status.value == "True" else 0.0)
+    RECONCILES.labels(name, status.phase).inc()
     record_skew(name, status)
 
 
-def record_skew(name: str, status: dict[str, object]) -> None:
-    """Findings per kind and the Compatible condition, when this reconcile evaluated skew (status.skew written)."""
-    findings = status.get("skew")
-    if not isinstance(findings, list):
-        return
+def record_skew(name: str, status: ClusterNetworkStatus) -> None:
+    """Findings per kind and severity in status.skew (zeroed once resolved), and the Compatible condition."""
     counts: dict[tuple[str, str], int] = {}
-    for finding in findings:
-        key = (str(finding.get("kind", "")), str(finding.get("severity", "Unsupported")))
+    for finding in status.skew:
+        key: tuple[str, str] = (finding.kind, str(finding.severity))
         counts[key] = counts.get(key, 0) + 1
     seen = _skew_seen.setdefault(name, set())
     for key in seen - counts.keys():
@@ -66,8 +64,6 @@ def record_skew(name: str, status: dict[str, object]) -> None:
     for key, count in counts.items():
         SKEW_FINDINGS.labels(name, *key).set(float(count))
     seen.update(counts)
-    conditions = status.get("conditions") or []
-    assert isinstance(conditions, list)
-    compatible = next((c for c in conditions if c.get("type") == COMPATIBLE), None)
+    compatible = next((c for c in status.conditions if c.type == COMPATIBLE), None)
     if compatible is not None:
-        SKEW_COMPATIBLE.labels(name).set(1.0 if compatible.get("status") == "True" else 0.0)
+        SKEW_COMPATIBLE.labels(name).set(1.0 if compatible.status.value == "True" else 0.0)

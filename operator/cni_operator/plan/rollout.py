@@ -13,12 +13,20 @@ One move, per node:
   swap (other plugin):    cordon (one patch) -> Draining: evict pods (PDBs honoured) -> switch label (one patch)
                           -> Verifying -> healthy: uncordon + clear (one patch)
 The node is cordoned from before its old CNI pod stops until its new one is Ready, so no pod is scheduled onto a
-node whose CNI is being replaced, and every uncordoned node always has a Ready CNI pod. A node someone else had
-cordoned stays cordoned afterwards. Node writes per rollout: 2 for an upgrade, 3 for a swap, plus one eviction
-per evicted pod: bounded, whatever the cluster size.
+node whose CNI is being replaced, and every uncordoned node always has a Ready CNI pod. No move starts on a node
+someone else cordoned; one in flight that the operator did not cordon stays cordoned afterwards. Node writes per
+rollout: 2 for an upgrade, 3 for a swap, plus one eviction per evicted pod: bounded, whatever the cluster size.
 
 Waves: the canary nodes move first; then batches of at most maxUnavailable nodes. A wave starts only when every
-node of the waves before it passed the health gate.
+node of the waves before it passed the health gate, and only once the target's cluster components that upgrade
+before the nodes are Ready (`RolloutSettings.waiting_for`, computed by the caller; see plan/components.py).
+
+Nodes that were NotReady or cordoned by someone else before the rollout reached them are skipped: they take no
+place in the waves, count against no maxUnavailable, fail nothing, are listed in `RolloutPlan.skipped`, and move in
+the next wave that starts after they are Ready and uncordoned again, so one bad node never holds the rest back. A node
+that turns NotReady while it moves is not skipped: the kubelet reports NotReady when the node's CNI is not ready,
+so that is as likely the new revision's fault as not, and its health gate keeps counting (and fails the rollout at
+its timeout). Only a swap's node still draining (its label, so its CNI, unchanged) is released and then skipped.
 """
 
 from __future__ import annotations
@@ -94,6 +102,7 @@ class NodeView:
     unschedulable: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     move: Move | None = None
+    ready: bool = True  # the Node's Ready condition is True (False and Unknown are not Ready)
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,9 @@ class RolloutSettings:
     rollout: Rollout
     failed_revision: str = ""  # status says this target already failed: start no node towards it
     require_datapath: bool = True
+    # Cluster components of the target (for a rollback: of the revision nodes go back to) that upgrade before the
+    # nodes and are not Ready yet (plan.components.not_ready_before_nodes): no node starts while any is listed.
+    waiting_for: tuple[str, ...] = ()
 
     def is_swap(self, source: str) -> bool:
         return self.plugin_of.get(source) != self.plugin_of.get(self.target)
@@ -164,6 +176,20 @@ class NodeFailure:
     message: str
 
 
+class SkipReason(StrEnum):
+    NOT_READY = "NotReady"
+    CORDONED = "Cordoned"  # unschedulable, and not by the operator
+
+
+@dataclass(frozen=True)
+class SkippedNode:
+    """A node the rollout left out for now; it moves once it is Ready and uncordoned again."""
+
+    name: str
+    reason: SkipReason
+    message: str
+
+
 @dataclass(frozen=True)
 class Wave:
     index: int
@@ -182,12 +208,15 @@ class RolloutPlan:
     done: int = 0  # nodes on the target revision that passed the gate
     on_target: int = 0  # nodes labelled with the target revision (in flight or done)
     in_flight: int = 0
-    pending: int = 0
+    pending: int = 0  # nodes still to move, not counting skipped ones
     paused: bool = False
+    skipped: list[SkippedNode] = field(default_factory=list)  # by name; they still run their old revision
+    waiting_for: tuple[str, ...] = ()  # cluster components the next wave waits for (RolloutSettings.waiting_for)
 
     @property
     def complete(self) -> bool:
-        return self.pending == 0 and self.in_flight == 0 and not self.failed_revision
+        """Every node moved: skipped nodes still run an older revision, so a rollout with any is not complete."""
+        return self.pending == 0 and self.in_flight == 0 and not self.skipped and not self.failed_revision
 
     def phase(self) -> str:
         if self.failed_revision:
@@ -261,17 +290,27 @@ def plan_rollout(
         elif revision_after[node.name] == target:
             state[node.name] = "done"
         else:
-            state[node.name] = "pending"
+            skip = _skip(patch.applied_to(node) if patch else node, target)
+            state[node.name] = "skipped" if skip else "pending"
+            if skip:
+                plan.skipped.append(skip)
+    plan.skipped.sort(key=lambda s: s.name)
 
-    canary, others = wave_order(nodes, rollout)
-    batch = max_unavailable(rollout.max_unavailable, len(nodes))
-    waves = ([canary] if canary else []) + [others[i : i + batch] for i in range(0, len(others), batch)]
+    skipped = {s.name for s in plan.skipped}
+    waves = _waves(
+        [n for n in nodes if n.name not in skipped], [n for n in nodes if n.name in skipped], rollout, len(nodes)
+    )
     busy = any(s in ("in-flight", "rolling-back", "failed") for s in state.values())
-    if not plan.failed_revision and not rollout.paused and not busy:
+    if settings.waiting_for and not plan.failed_revision and any(s == "pending" for s in state.values()):
+        plan.waiting_for = settings.waiting_for
+    if not plan.failed_revision and not rollout.paused and not busy and not plan.waiting_for:
         for wave in waves:
             pending = [n for n in wave if state[n] == "pending"]
             if pending:
-                for name in pending:
+                # A node this plan already writes to (it just finished a move towards a target the spec has since
+                # left) starts again next reconcile, from its node as written: one patch per node per plan, so
+                # its cordon is never lost between two patches.
+                for name in (n for n in pending if n not in patched):
                     plan.patches.append(_start(by_name[name], settings, now))
                     state[name] = "in-flight"
                     revision_after[name] = plan.patches[-1].revision or revision_after[name]
@@ -284,6 +323,38 @@ def plan_rollout(
     plan.pending = sum(1 for s in state.values() if s == "pending")
     plan.on_target = sum(1 for r in revision_after.values() if r == target)
     return plan
+
+
+def _skip(node: NodeView, target: str) -> SkippedNode | None:
+    """Why a node that still has to move sits this rollout out for now (None: it can move)."""
+    if not node.ready:
+        return SkippedNode(
+            node.name,
+            SkipReason.NOT_READY,
+            f"NotReady: left on its revision, not counted against maxUnavailable; it moves to revision {target} "
+            "once Ready again",
+        )
+    if node.unschedulable:
+        return SkippedNode(
+            node.name,
+            SkipReason.CORDONED,
+            f"cordoned by someone else: left on its revision, not counted against maxUnavailable; it moves to "
+            f"revision {target} once uncordoned",
+        )
+    return None
+
+
+def _waves(nodes: Sequence[NodeView], skipped: Sequence[NodeView], rollout: Rollout, total: int) -> list[list[str]]:
+    """The canary and the batches over the nodes that are not skipped; maxUnavailable counts all nodes.
+
+    A canary chosen by node selector whose nodes are all skipped gives way to the first `canary.nodes` (at least
+    one) other nodes: a canary still goes first, and the rollout does not wait for nodes that may never return."""
+    canary, others = wave_order(nodes, rollout)
+    if not canary and wave_order(skipped, rollout)[0] and rollout.canary.node_selector:
+        size = max(1, rollout.canary.nodes)
+        canary, others = others[:size], others[size:]
+    batch = max_unavailable(rollout.max_unavailable, total)
+    return ([canary] if canary else []) + [others[i : i + batch] for i in range(0, len(others), batch)]
 
 
 def _move(node: NodeView) -> Move:
@@ -305,6 +376,19 @@ def _advance(
     assert move is not None
     rollout = settings.rollout
     waited = now - move.since
+    if move.phase is Phase.DRAINING and not node.ready and not move.rollback:
+        # Its own CNI still runs (the label did not change), so the NotReady is not the target's doing; pods on a
+        # NotReady node cannot confirm their eviction. Let it go; it is skipped until Ready, then starts again.
+        plan.patches.append(
+            NodePatch(
+                node.name,
+                clear_move=True,
+                unschedulable=False if move.cordoned else None,
+                why="NotReady while draining: released before its switch",
+            )
+        )
+        finished.add(node.name)
+        return
     if move.phase is Phase.DRAINING and move.to != settings.target and not move.rollback:
         if settings.is_swap(move.source):  # still a swap: keep draining, towards the new target
             plan.patches.append(NodePatch(node.name, move=replace(move, to=settings.target), why="new target"))
@@ -414,7 +498,7 @@ def _roll_back(nodes: Iterable[NodeView], finished: set[str], plan: RolloutPlan,
 
 def _start(node: NodeView, settings: RolloutSettings, now: float) -> NodePatch:
     source = node.revision or ""
-    cordoned = not node.unschedulable  # cordon it unless someone else already had
+    cordoned = not node.unschedulable  # always True for new moves (cordoned nodes are skipped); kept for safety
     if settings.is_swap(source):
         move = Move(settings.target, source, Phase.DRAINING, now, cordoned)
         return NodePatch(node.name, move=move, unschedulable=True, why="swap: cordon and drain", starts=True)

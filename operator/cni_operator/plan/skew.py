@@ -14,17 +14,17 @@ only when a target is refused: a warning, or a running release that no longer fi
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from cni_operator.api.conditions import ConditionUpdate
 from cni_operator.api.vocabulary import COMPATIBLE
-from cni_operator.catalog.loader import Catalog, CatalogError
+from cni_operator.catalog.loader import Catalog, default_catalog
 from cni_operator.catalog.model import PluginRelease, SupportStatus
-from cni_operator.catalog.versions import parse_version, runtime_of
+from cni_operator.catalog.versions import parse_kubernetes_version, parse_version, runtime_of
+from cni_operator.plan.upgrade import upgrade_paths
 
 MAX_NODES_LISTED = 50  # per finding: status stays small on large clusters; the message gives the full count
 
@@ -37,13 +37,6 @@ KUBELET_MAX_BEHIND = 3
 KUBELET_MAX_BEHIND_BEFORE = 2
 KUBELET_OLD_POLICY_BELOW = (1, 25)
 
-# The newest CNI spec version each container runtime's libcni accepts, by the first runtime release with it
-# (facts section D: containerd/containerd and cri-o/cri-o go.mod at their tags; CRI-O 1.24/1.25 from Calico's
-# "cniVersion 1.0.0 needs containerd >= 1.6 or CRI-O >= 1.24"). libcni <= 1.1.2 fails a 1.1.0 conflist.
-RUNTIME_CNI_SPEC: Mapping[str, Sequence[tuple[tuple[int, int, int], str]]] = {
-    "containerd": (((1, 6, 0), "1.0.0"), ((2, 0, 0), "1.1.0")),
-    "cri-o": (((1, 24, 0), "1.0.0"), ((1, 31, 0), "1.1.0")),
-}
 LINUX = "linux"  # every plugin in the catalog runs its node agents on Linux nodes only
 
 
@@ -173,15 +166,6 @@ def _group(nodes: Iterable[NodeFacts], key: Any) -> dict[Any, list[NodeFacts]]:
     return dict(sorted(groups.items(), key=lambda item: str(item[0])))
 
 
-def max_cni_spec(runtime: str, version: tuple[int, int, int]) -> str | None:
-    """The newest CNI spec version a runtime release reads, or None when our facts do not say."""
-    best = None
-    for first, spec in RUNTIME_CNI_SPEC.get(runtime, ()):
-        if version >= first:
-            best = spec
-    return best
-
-
 def cluster_findings(facts: ClusterFacts) -> list[Finding]:
     """What is wrong with the cluster whatever the plugin: Kubernetes' own kubelet skew policy, non-Linux nodes."""
     findings: list[Finding] = []
@@ -211,6 +195,12 @@ def cluster_findings(facts: ClusterFacts) -> list[Finding]:
             )
         )
     return findings
+
+
+def oldest_kubelet_minor(server_minor: tuple[int, int]) -> tuple[int, int]:
+    """The oldest kubelet minor Kubernetes' skew policy allows with this API server (never below x.0)."""
+    allowed = kubelet_max_behind(server_minor, (server_minor[0], server_minor[1] - KUBELET_MAX_BEHIND))
+    return server_minor[0], max(server_minor[1] - allowed, 0)
 
 
 def kubelet_max_behind(server_minor: tuple[int, int], kubelet_minor: tuple[int, int]) -> int:
@@ -253,8 +243,10 @@ def _kubelet_skew(server: tuple[int, int, int], nodes: Sequence[NodeFacts]) -> l
     return findings
 
 
-def release_findings(release: PluginRelease, facts: ClusterFacts) -> list[Finding]:
-    """What about this cluster the catalog says the release does not support (and whether it is archived)."""
+def release_findings(release: PluginRelease, facts: ClusterFacts, catalog: Catalog | None = None) -> list[Finding]:
+    """What about this cluster the catalog says the release does not support (and whether it is archived).
+
+    `catalog` supplies the container runtimes' facts (bundled-plugins/runtimes.yaml); default: the bundled one."""
     key = release.key
     name = f"{release.plugin} {release.version}"
     compat = release.compatibility
@@ -299,7 +291,7 @@ def release_findings(release: PluginRelease, facts: ClusterFacts) -> list[Findin
             )
 
     # a node whose kubelet has not reported yet has no nodeInfo to judge (an UnknownVersion warning says so)
-    findings += _runtime_findings(release, known)
+    findings += _runtime_findings(release, known, catalog if catalog is not None else default_catalog())
 
     linux = [n for n in known if n.os == LINUX]
     for arch, group in _group((n for n in linux if n.arch not in compat.architectures), lambda n: n.arch).items():
@@ -327,7 +319,7 @@ def release_findings(release: PluginRelease, facts: ClusterFacts) -> list[Findin
     return findings
 
 
-def _runtime_findings(release: PluginRelease, nodes: Sequence[NodeFacts]) -> list[Finding]:
+def _runtime_findings(release: PluginRelease, nodes: Sequence[NodeFacts], catalog: Catalog) -> list[Finding]:
     key, name = release.key, f"{release.plugin} {release.version}"
     minimums = release.compatibility.runtimes
     listed = ", ".join(f"{r} >= {v}" for r, v in sorted(minimums.items()))
@@ -373,7 +365,7 @@ def _runtime_findings(release: PluginRelease, nodes: Sequence[NodeFacts]) -> lis
                     key,
                 )
             )
-        spec = max_cni_spec(runtime, version)
+        spec = catalog.max_cni_spec(runtime, version)
         if spec is not None and parse_version(spec) < conflist_spec:
             findings.append(
                 Finding(
@@ -388,25 +380,11 @@ def _runtime_findings(release: PluginRelease, nodes: Sequence[NodeFacts]) -> lis
     return findings
 
 
-def supports(release: PluginRelease, facts: ClusterFacts) -> bool:
-    return not any(f.severity is Severity.UNSUPPORTED for f in release_findings(release, facts))
+def supports(release: PluginRelease, facts: ClusterFacts, catalog: Catalog | None = None) -> bool:
+    return not any(f.severity is Severity.UNSUPPORTED for f in release_findings(release, facts, catalog))
 
 
 # -- recommendation --------------------------------------------------------------------------------------------
-
-
-def upgrade_paths(catalog: Catalog, start: PluginRelease) -> dict[str, tuple[str, ...]]:
-    """Shortest upgradeFrom path from `start` to every release of its plugin it can reach (start included)."""
-    releases = catalog.releases_of(start.plugin)
-    paths: dict[str, tuple[str, ...]] = {start.version: (start.version,)}
-    queue = deque([start.version])
-    while queue:
-        current = queue.popleft()
-        for release in releases:  # oldest first, so equal-length paths prefer older intermediate steps
-            if current in release.upgrade_from and release.version not in paths:
-                paths[release.version] = (*paths[current], release.version)
-                queue.append(release.version)
-    return paths
 
 
 def recommend(
@@ -415,13 +393,13 @@ def recommend(
     """The newest release of `plugin` that suits the cluster: reachable from `start` through upgradeFrom edges when
     a release of the plugin runs, any release when the plugin is to be installed. None when no release fits."""
     if start is not None and start.plugin == plugin:
-        paths = upgrade_paths(catalog, start)
+        paths = upgrade_paths(catalog, plugin, start.version)
         candidates = [catalog.get(plugin, version) for version in paths]
     else:
         paths = {}
         candidates = catalog.releases_of(plugin)
-    fitting = [r for r in candidates if supports(r, facts) and r.status is not SupportStatus.ARCHIVED]
-    fitting = fitting or [r for r in candidates if supports(r, facts)]
+    fitting = [r for r in candidates if supports(r, facts, catalog) and r.status is not SupportStatus.ARCHIVED]
+    fitting = fitting or [r for r in candidates if supports(r, facts, catalog)]
     if not fitting:
         return None
     best = max(fitting, key=lambda r: parse_version(r.version))
@@ -438,7 +416,7 @@ def _describe_cluster(facts: ClusterFacts) -> str:
 
 
 def _no_fit_advice(catalog: Catalog, plugin: str, facts: ClusterFacts) -> str:
-    others = sorted(p for p in catalog.plugins() if p not in (plugin, "multus") and supports(catalog.latest(p), facts))
+    others = sorted(p for p in catalog.primary_plugins() if p != plugin and supports(catalog.latest(p), facts, catalog))
     advice = f"no {plugin} release in the catalog suits this cluster ({_describe_cluster(facts)})"
     server = _parse(facts.server_version)
     kubelets = {_minor(v) for n in facts.nodes if (v := _parse(n.kubelet_version)) is not None}
@@ -478,7 +456,7 @@ def evaluate(
     running = _dedupe(running)
     running_keys = {r.key for r in running}
     concerned = _dedupe([*target, *running])
-    per_release = {r.key: release_findings(r, facts) for r in concerned}
+    per_release = {r.key: release_findings(r, facts, catalog) for r in concerned}
     findings = [*cluster_findings(facts), *(f for r in concerned for f in per_release[r.key])]
     unsupported = tuple(
         key for key, found in per_release.items() if any(f.severity is Severity.UNSUPPORTED for f in found)
@@ -559,29 +537,6 @@ def evaluate(
     )
 
 
-# -- which releases run now ------------------------------------------------------------------------------------
-
-
-def releases_in_use(
-    status: Mapping[str, Any], catalog: Catalog, node_revisions: Iterable[str] = ()
-) -> list[PluginRelease]:
-    """The releases of the revisions still in use: status.currentRevision, the target already being rolled out
-    (status.targetRevision) and any revision a node is labelled with, looked up in status.revisionHistory.
-
-    A current revision with no history record (status written by an older operator) counts as unknown and is left
-    out; a first install has none, so its target is evaluated as new."""
-    in_use = {str(status.get("currentRevision") or ""), str(status.get("targetRevision") or ""), *node_revisions}
-    in_use.discard("")
-    releases = []
-    for record in status.get("revisionHistory") or []:
-        if record.get("revision") in in_use:
-            try:
-                releases.append(catalog.get(str(record.get("plugin")), str(record.get("version"))))
-            except CatalogError:
-                continue  # a release removed from the catalog: nothing to evaluate it against
-    return _dedupe(releases)
-
-
 # -- planning a Kubernetes upgrade (offline) ---------------------------------------------------------------------
 
 
@@ -599,12 +554,7 @@ def plan_kubernetes_upgrade(catalog: Catalog, kubernetes_version: str) -> list[R
 
     The API server cannot skip minors (version-skew policy), so right before the move the cluster runs the minor
     before it: the advice prefers a release that supports both, so the plugin can be upgraded first."""
-    try:
-        planned = parse_version(kubernetes_version)
-    except ValueError as err:
-        raise ValueError(
-            f"--kubernetes-version: {kubernetes_version!r} is not a Kubernetes version; write e.g. v1.36.0 or 1.36"
-        ) from err
+    planned = parse_kubernetes_version(kubernetes_version, "--kubernetes-version")
     target = ClusterFacts(f"v{planned[0]}.{planned[1]}.{planned[2]}")
     previous = f"{planned[0]}.{max(planned[1] - 1, 0)}"
     before = ClusterFacts(f"v{previous}.0")
@@ -612,18 +562,18 @@ def plan_kubernetes_upgrade(catalog: Catalog, kubernetes_version: str) -> list[R
     plans = []
     for plugin in catalog.plugins():
         for release in catalog.releases_of(plugin):
-            if supports(release, target):
+            if supports(release, target, catalog):
                 plans.append(ReleasePlan(release, True, "keeps working"))
                 continue
-            paths = upgrade_paths(catalog, release)
+            paths = upgrade_paths(catalog, plugin, release.version)
             reachable = [catalog.get(plugin, v) for v in paths if v != release.version]
-            both = [r for r in reachable if supports(r, target) and supports(r, before)]
-            after = [r for r in reachable if supports(r, target)]
+            both = [r for r in reachable if supports(r, target, catalog) and supports(r, before, catalog)]
+            after = [r for r in reachable if supports(r, target, catalog)]
             newest = max(both or after, key=lambda r: parse_version(r.version), default=None)
             if newest is None:
-                others = [r for r in catalog.releases_of(plugin) if supports(r, target)]
+                others = [r for r in catalog.releases_of(plugin) if supports(r, target, catalog)]
                 swaps = [
-                    p for p in catalog.plugins() if p not in (plugin, "multus") and supports(catalog.latest(p), target)
+                    p for p in catalog.primary_plugins() if p != plugin and supports(catalog.latest(p), target, catalog)
                 ]
                 advice = (
                     f"no {plugin} release in the catalog supports Kubernetes {minor}: stay on "

@@ -8,7 +8,6 @@ draining nodes, so no edge is needed.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 
 from cni_operator.catalog.loader import Catalog, CatalogError
@@ -16,33 +15,46 @@ from cni_operator.catalog.model import PluginRelease
 from cni_operator.catalog.versions import parse_version
 
 
-def upgrade_path(catalog: Catalog, plugin: str, source: str, target: str) -> list[str] | None:
-    """The shortest chain of releases from `source` to `target` along upgradeFrom edges (both ends included),
-    or None when the catalog has none. Ties go to the newest intermediate releases."""
+def upgrade_paths(catalog: Catalog, plugin: str, source: str) -> dict[str, tuple[str, ...]]:
+    """The upgrade path from `source` to every release of `plugin` it reaches along upgradeFrom edges (source
+    included, as a path of one). The one path search: the refusal message (`check_step`), the skew recommendation
+    and the Kubernetes-upgrade plan (`plan.skew`) all use it, so they always name the same path.
+
+    A path is a shortest one (fewest upgrades). Tie-break: of the shortest paths, the one that, read backwards from
+    the target, steps through the newest release at each step: newer intermediate releases carry more fixes and
+    support newer Kubernetes minors, so the cluster spends its time on releases that are most likely to suit it."""
     releases = {r.version: r for r in catalog.releases_of(plugin)}
-    if source not in releases or target not in releases:
+    if source not in releases:
+        return {}
+    distance = {source: 0}
+    frontier = [source]
+    while frontier:
+        following = []
+        for version in frontier:
+            for release in releases.values():
+                if version in release.upgrade_from and release.version not in distance:
+                    distance[release.version] = distance[version] + 1
+                    following.append(release.version)
+        frontier = following
+    paths: dict[str, tuple[str, ...]] = {source: (source,)}
+    for version in sorted(distance, key=lambda v: distance[v]):
+        if version == source:
+            continue
+        steps_before = [
+            older for older in releases[version].upgrade_from if distance.get(older) == distance[version] - 1
+        ]
+        parent = max(steps_before, key=parse_version)
+        paths[version] = (*paths[parent], version)
+    return paths
+
+
+def upgrade_path(catalog: Catalog, plugin: str, source: str, target: str) -> list[str] | None:
+    """The upgrade path from `source` to `target` (both ends included; see `upgrade_paths` for the tie-break), or
+    None when the catalog has none."""
+    if target not in {r.version for r in catalog.releases_of(plugin)}:
         return None
-    forward: dict[str, list[str]] = {v: [] for v in releases}
-    for release in releases.values():
-        for older in release.upgrade_from:
-            if older in forward:
-                forward[older].append(release.version)
-    for successors in forward.values():
-        successors.sort(key=parse_version, reverse=True)
-    previous: dict[str, str | None] = {source: None}
-    queue = deque([source])
-    while queue:
-        version = queue.popleft()
-        if version == target:
-            path = [version]
-            while (step := previous[path[-1]]) is not None:
-                path.append(step)
-            return path[::-1]
-        for successor in forward[version]:
-            if successor not in previous:
-                previous[successor] = version
-                queue.append(successor)
-    return None
+    path = upgrade_paths(catalog, plugin, source).get(target)
+    return list(path) if path is not None else None
 
 
 def check_step(catalog: Catalog, running: Iterable[tuple[str, str]], target: PluginRelease) -> str | None:

@@ -54,7 +54,7 @@ REFERENCE_BINARIES = frozenset(
 _CONFLIST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _TEMPLATE_NAME = re.compile(r"^\d{3}-[a-z0-9-]+\.yaml\.j2$")
 # Spec fields that do not change what runs on a node; changing them must not start a rollout.
-_NOT_IN_REVISION = ("rollout", "versionPolicy", "nodeCleanup")
+NOT_IN_REVISION = ("rollout", "versionPolicy", "nodeCleanup")
 
 
 class RenderError(ValueError):
@@ -112,7 +112,7 @@ def canonical_spec(spec: ClusterNetworkSpec) -> dict[str, Any]:
 
 def compute_revision(plugin_versions: Iterable[str], conflist: dict[str, Any], spec: dict[str, Any]) -> str:
     """Hash of (plugin releases, conflist, the spec fields that shape node workloads): equal inputs, equal revision."""
-    relevant = {key: value for key, value in spec.items() if key not in _NOT_IN_REVISION}
+    relevant = {key: value for key, value in spec.items() if key not in NOT_IN_REVISION}
     payload = json.dumps({"releases": list(plugin_versions), "conflist": conflist, "spec": relevant}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:10]
 

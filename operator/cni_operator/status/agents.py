@@ -6,31 +6,26 @@ ClusterNetwork itself, so `kubectl get cnet -o yaml` and GitOps health checks se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Mapping
+
+from cni_operator.api.nodestate import NodeNetworkStateStatus
+from cni_operator.api.v1alpha1 import AgentProblem, AgentSummary
 
 PROBLEMS_SHOWN = 20  # enough to act on; `kubectl get nns` lists every node
 
 
-def summarise(reports: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """{reporting, datapathPassing, problems: [{node, kind, message}]} for status.agents."""
+def summarise(reports: Mapping[str, NodeNetworkStateStatus]) -> AgentSummary:
+    """How many nodes report, how many pass their datapath check, and the first problems (drift, failing checks)."""
     reporting = passing = 0
-    problems: list[dict[str, str]] = []
-    for report in sorted(reports, key=lambda r: str(r.get("metadata", {}).get("name", ""))):
-        node = str(report.get("metadata", {}).get("name", ""))
-        status = report.get("status") or {}
+    problems: list[AgentProblem] = []
+    for node in sorted(reports):
+        report = reports[node]
         reporting += 1
-        datapath = status.get("datapath") or {}
-        if datapath.get("passed") and datapath.get("revision") == status.get("revision"):
+        datapath = report.datapath
+        if datapath is not None and datapath.passed and datapath.revision == report.revision:
             passing += 1
-        elif datapath:
-            problems.append(
-                {
-                    "node": node,
-                    "kind": "Datapath",
-                    "message": f"{datapath.get('reason', 'Failed')}: {datapath.get('message', '')}".strip(": "),
-                }
-            )
-        for drift in status.get("drift") or []:
-            problems.append({"node": node, "kind": "Drift", "message": str(drift)})
-    return {"reporting": reporting, "datapathPassing": passing, "problems": problems[:PROBLEMS_SHOWN]}
+        elif datapath is not None:
+            text = f"{datapath.reason or 'Failed'}: {datapath.message}".strip(": ")
+            problems.append(AgentProblem(node=node, kind="Datapath", message=text))
+        problems += [AgentProblem(node=node, kind="Drift", message=d) for d in report.drift]
+    return AgentSummary(reporting=reporting, datapath_passing=passing, problems=problems[:PROBLEMS_SHOWN])
