@@ -8,10 +8,17 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 # Debian packages: iproute2 for network namespaces, iputils-ping and containernetworking-plugins for the node agent's
 # datapath tests.
+# The sandbox's real nodes (tests/realnode) add containerd and runc (Debian's), busybox-static (the test pods'
+# image) and gcc (the static pause binary).
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+command -v containerd >/dev/null || missing+=(containerd)
+command -v runc >/dev/null || missing+=(runc)
+[ -x /usr/bin/busybox ] || missing+=(busybox-static)
+command -v gcc >/dev/null || missing+=(gcc libc6-dev)
+command -v iptables >/dev/null || missing+=(iptables)
 if ((${#missing[@]})); then
   step "installing Debian packages: ${missing[*]}"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -34,3 +41,13 @@ fi
 step "control-plane binaries (built once into ${CNI_OPERATOR_CACHE:-~/.cache/cni-operator})"
 bin=$(hack/controlplane/build.sh | tail -n 1)
 echo "$bin" > .venv/controlplane-bin
+
+# Real nodes: kubelet (same pins as the control plane), crictl, the static pause and the reference plugins at the
+# catalog's releases, built from Go modules (hack/realnode/build.sh); then the OCI image archives the real nodes
+# import (hack/images/build.py: pause, busybox, the agent and the plugins images). Both cached under the same root.
+step "real-node binaries and images (built once into ${CNI_OPERATOR_CACHE:-~/.cache/cni-operator})"
+realnode=$(hack/realnode/build.sh | tail -n 1)
+echo "$realnode" > .venv/realnode-bin
+cache=${CNI_OPERATOR_CACHE:-$HOME/.cache/cni-operator}
+mkdir -p "$cache/images"
+.venv/bin/python hack/images/build.py --realnode "$realnode" --out "$cache/images" | tail -n 1 > .venv/realnode-images

@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         if name == "up":
             _add_node_arguments(sub)
+        if name == "status":
+            sub.add_argument(
+                "--real-nodes-json",
+                action="store_true",
+                help="print only the real nodes (conf dir, processes, memory, the runtime's loaded CNI config) as JSON",
+            )
 
     run = commands.add_parser("run", help="run the operator (out of cluster with a kubeconfig, or in cluster)")
     run.add_argument("--kubeconfig", default=None, help="kubeconfig path (default: $KUBECONFIG, or in-cluster)")
@@ -171,6 +177,9 @@ def _add_agent_commands(commands: Any) -> None:
     check.add_argument("--node-name", default=os.environ.get("NODE_NAME"), help="read the pod CIDRs of this node")
     check.add_argument("--kubeconfig", default=None, help="kubeconfig for --node-name")
     check.add_argument("--netns-prefix", default="cnio-chk-", help="name prefix of the check's network namespaces")
+    check.add_argument(
+        "--skip-check", default="", help="plugin types whose CNI CHECK is not called, comma-separated (skipCheck)"
+    )
     check.set_defaults(handler=_agent_check)
 
     restore = sub.add_parser("restore", help="put quarantined configs back into the conf dir")
@@ -245,7 +254,10 @@ def _agent_check(args: argparse.Namespace) -> int:
         cidrs = KubeCluster(api_client(args.kubeconfig)).node(args.node_name).pod_cidrs
     if not cidrs:
         raise UserFacingError("give the node's pod CIDRs with --pod-cidr, or --node-name to read them from the Node")
-    result = check_active_config(args.conf_dir, args.bin_dir, cidrs, args.state_dir, prefix=args.netns_prefix)
+    skip = [s for s in (args.skip_check or "").split(",") if s]
+    result = check_active_config(
+        args.conf_dir, args.bin_dir, cidrs, args.state_dir, prefix=args.netns_prefix, skip_check=skip
+    )
     sys.stdout.write(json.dumps({**result.as_status(), "addresses": result.addresses}, indent=2) + "\n")
     return 0 if result.passed else 1
 
@@ -604,6 +616,12 @@ def _skew_live(catalog: Any, kubeconfig: str | None, plugin: str | None) -> int:
 
 def _add_node_arguments(parser: argparse.ArgumentParser, default_nodes: int = 3) -> None:
     parser.add_argument("--nodes", type=int, default=default_nodes, help="number of fake nodes")
+    parser.add_argument(
+        "--real-nodes",
+        type=int,
+        default=0,
+        help="number of real nodes (a real kubelet and containerd each, in network namespaces of their own; root)",
+    )
     parser.add_argument("--pod-cidr", default="10.244.0.0/16", help="cluster pod CIDR the node CIDRs come from")
     parser.add_argument("--node-cidr-mask", type=int, default=24, help="prefix length of each node's pod CIDR")
 
@@ -615,12 +633,22 @@ def _state_dir(args: argparse.Namespace) -> Path:
 
 
 def _start_sandbox(args: argparse.Namespace, state_dir: Path, *, detached: bool) -> Any:
-    from cni_operator.sandbox import Sandbox, SandboxConfig, SandboxError, fake_nodes
+    import itertools
 
+    from cni_operator.sandbox import Sandbox, SandboxConfig, SandboxError, fake_nodes
+    from cni_operator.sandbox.nodes import node_pod_cidrs
+    from cni_operator.sandbox.realnode import real_nodes
+
+    real_count = getattr(args, "real_nodes", 0)
     try:
         nodes = fake_nodes(args.nodes, cluster_cidr=args.pod_cidr, node_mask=args.node_cidr_mask)
-        box = Sandbox(SandboxConfig(state_dir=state_dir, nodes=nodes, detached=detached))
-        with console.status(f"starting the sandbox with {args.nodes} fake nodes in {state_dir} ..."):
+        cidrs = list(
+            itertools.islice(node_pod_cidrs(args.pod_cidr, args.node_cidr_mask), args.nodes, args.nodes + real_count)
+        )
+        real = real_nodes(real_count, cidrs)
+        box = Sandbox(SandboxConfig(state_dir=state_dir, nodes=nodes, detached=detached, real_nodes=real))
+        what = f"{args.nodes} fake nodes" + (f" and {real_count} real nodes" if real_count else "")
+        with console.status(f"starting the sandbox with {what} in {state_dir} ..."):
             box.start()
     except SandboxError as err:
         raise UserFacingError(str(err)) from err
@@ -630,15 +658,24 @@ def _start_sandbox(args: argparse.Namespace, state_dir: Path, *, detached: bool)
 def _sandbox_up(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args)
     box = _start_sandbox(args, state_dir, detached=True)
-    console.print(f"[green]sandbox ready[/]: {args.nodes} nodes; stop it with 'cni-operator sandbox down'")
+    real = f" and {args.real_nodes} real nodes" if args.real_nodes else ""
+    took = box.timings.get("ready", 0.0)
+    console.print(
+        f"[green]sandbox ready[/] in {took:.1f}s: {args.nodes} fake nodes{real}; "
+        "stop it with 'cni-operator sandbox down'"
+    )
     out.print(f"export KUBECONFIG={box.kubeconfig}")
     return 0
 
 
 def _sandbox_down(args: argparse.Namespace) -> int:
+    from cni_operator.sandbox import SandboxError
     from cni_operator.sandbox.cluster import stop_state_dir
 
-    stopped = stop_state_dir(_state_dir(args))
+    try:
+        stopped = stop_state_dir(_state_dir(args))
+    except SandboxError as err:
+        raise UserFacingError(str(err)) from err
     console.print(f"stopped: {', '.join(stopped)}" if stopped else "no sandbox process was running")
     return 0
 
@@ -665,6 +702,13 @@ def _sandbox_status(args: argparse.Namespace) -> int:
         state = read_state(state_dir)
     except SandboxError as err:
         raise UserFacingError(str(err)) from err
+    if getattr(args, "real_nodes_json", False):
+        import json
+
+        from cni_operator.sandbox.realnode import status
+
+        sys.stdout.write(json.dumps(status(state_dir), indent=2) + "\n")
+        return 0
     alive = running_pids(state_dir)
     table = Table(title=f"sandbox in {state_dir}")
     for column in ("component", "pid", "state", "port", "memory (RSS)"):
@@ -682,11 +726,45 @@ def _sandbox_status(args: argparse.Namespace) -> int:
         )
     table.add_row("total", "", "", "", f"{total / 2**20:.0f} MiB")
     out.print(table)
-    if len(alive) == len(state["pids"]):
+    real_ok = _print_real_nodes(state_dir)
+    if len(alive) == len(state["pids"]) and real_ok:
         _print_nodes(Path(state["kubeconfig"]))
         return 0
     console.print("[red]some components are not running[/]: 'cni-operator sandbox down', then 'up' again")
     return 1
+
+
+def _print_real_nodes(state_dir: Path) -> bool:
+    """The real nodes: processes, memory, conf dir and the CNI config their runtime loaded; False if one is down."""
+    from cni_operator.sandbox.realnode import status
+
+    rows = status(state_dir)
+    if not rows:
+        return True
+    table = Table(title="real nodes")
+    for column in ("name", "address", "pod CIDR", "processes", "memory (RSS)", "conf dir", "runtime's CNI config"):
+        table.add_column(column, overflow="fold")
+    healthy = True
+    for row in rows:
+        down = [name for name, alive in row["processes"].items() if not alive]
+        healthy = healthy and not down
+        if row.get("error"):
+            loaded = f"[red]{row['error']}[/]"
+        elif row["loaded_config"]:
+            loaded = f"{row['loaded_config']} ({', '.join(row['loaded_plugins'])})"
+        else:
+            loaded = f"[yellow]none[/]: {row['network_message']}"
+        table.add_row(
+            row["name"],
+            row["address"],
+            row["pod_cidr"],
+            "running" if not down else f"[red]stopped: {', '.join(down)}[/]",
+            f"{row['rss'] / 2**20:.0f} MiB",
+            row["conf_dir"],
+            loaded,
+        )
+    out.print(table)
+    return healthy
 
 
 def _print_nodes(kubeconfig: Path) -> None:

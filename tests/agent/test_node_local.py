@@ -178,6 +178,10 @@ def test_debian_bandwidth_panics_on_check_and_the_check_says_so(roots: Roots) ->
     result = run_check(conflist, roots.bin_dir, [POD_CIDR], roots.state_dir, prefix=PREFIX)
     assert (result.passed, result.reason) == (False, "CheckFailed")
     assert "bandwidth CHECK exited with status 2" in result.message and "nil pointer" in result.message
+    # the catalog's per-release skipCheck: only bandwidth's CHECK is left out, the rest of the chain is checked
+    skipped = run_check(conflist, roots.bin_dir, [POD_CIDR], roots.state_dir, prefix=PREFIX, skip_check=["bandwidth"])
+    assert skipped.passed, skipped.message
+    assert "CHECK not called for bandwidth" in skipped.message
     conflist["disableCheck"] = True  # the spec's opt-out: the runtime then skips CHECK, and so does the agent
     assert run_check(conflist, roots.bin_dir, [POD_CIDR], roots.state_dir, prefix=PREFIX).passed
 

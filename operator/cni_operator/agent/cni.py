@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,11 +259,16 @@ class CniRuntime:
         parse_result(prev)
         return prev
 
-    def check(self, conflist: dict[str, Any], rt: RuntimeConf, cached: dict[str, Any]) -> bool:
-        """CHECK the chain against the cached ADD result; False when the config does not support CHECK."""
+    def check(
+        self, conflist: dict[str, Any], rt: RuntimeConf, cached: dict[str, Any], skip: Collection[str] = ()
+    ) -> bool:
+        """CHECK the chain against the cached ADD result; False when the config does not support CHECK. Plugins
+        whose type is in `skip` are not called (the catalog's `skipCheck`: their CHECK is known broken upstream)."""
         if conflist.get("disableCheck") or version_tuple(conflist["cniVersion"]) < (0, 4, 0):
             return False
         for plugin in conflist["plugins"]:
+            if plugin["type"] in skip:
+                continue
             self.exec("CHECK", plugin["type"], plugin_config(conflist, plugin, rt, cached), rt)
         return True
 

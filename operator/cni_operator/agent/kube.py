@@ -40,7 +40,9 @@ class KubeCluster:
             raise
         data = config_map.data or {}
         keep = json.loads(data["keepConfigs"]) if data.get("keepConfigs") else []
-        return Target(revision, data["conflist.json"], data["conflistName"].strip(), [str(k) for k in keep])
+        skip = json.loads(data["skipCheck"]) if data.get("skipCheck") else []
+        name = data["conflistName"].strip()
+        return Target(revision, data["conflist.json"], name, [str(k) for k in keep], [str(s) for s in skip])
 
     def report(self, node: NodeFacts, status: dict[str, Any]) -> None:
         """Write the status subresource of the node's NodeNetworkState, creating the object on first use (owned by

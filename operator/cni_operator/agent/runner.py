@@ -72,6 +72,8 @@ class Target:
     conflist: str
     file_name: str
     keep: list[str] = field(default_factory=list)
+    # plugin types whose CNI CHECK the gate does not call (catalog `cni.skipCheck`, ConfigMap key `skipCheck`)
+    skip_check: list[str] = field(default_factory=list)
 
 
 class Cluster(Protocol):
@@ -187,7 +189,7 @@ class Agent:
             inventory.drift.append(f"{active.file} differs from the rendered config (sha256 {active.sha256[:12]})")
         key = (target.revision, active.sha256 if active else "", json.dumps(inventory.binaries, sort_keys=True))
         if run_datapath and self._check_due(key):
-            self._run_datapath(key, node)
+            self._run_datapath(key, node, target.skip_check)
             actions.append(f"datapath check: {self.datapath.reason if self.datapath else '?'}")
         for action in actions:
             log.info("%s: %s", s.node_name, action)
@@ -221,7 +223,7 @@ class Agent:
         age = time.time() - self._checked_at
         return age >= (self.settings.check_interval if self.datapath.passed else self.settings.retry_interval)
 
-    def _run_datapath(self, key: tuple[str, str, str], node: NodeFacts) -> None:
+    def _run_datapath(self, key: tuple[str, str, str], node: NodeFacts, skip_check: list[str]) -> None:
         self.datapath = check_active_config(
             self.settings.conf_dir,
             self.settings.bin_dir,
@@ -229,6 +231,7 @@ class Agent:
             self.settings.state_dir,
             revision=key[0],
             prefix=self.settings.netns_prefix,
+            skip_check=skip_check,
         )
         self._checked = key
         self._checked_at = time.time()
@@ -283,7 +286,14 @@ class Agent:
 
 
 def check_active_config(
-    conf_dir: Path, bin_dir: Path, pod_cidrs: list[str], state_dir: Path, *, revision: str = "", prefix: str
+    conf_dir: Path,
+    bin_dir: Path,
+    pod_cidrs: list[str],
+    state_dir: Path,
+    *,
+    revision: str = "",
+    prefix: str,
+    skip_check: list[str] | None = None,
 ) -> DatapathResult:
     """The datapath check of whatever config the runtime uses now (the lexically first)."""
     files = config_files(conf_dir)
@@ -293,4 +303,6 @@ def check_active_config(
         conflist = load_config(files[0])
     except ConfigError as err:
         return DatapathResult(False, "InvalidConfig", str(err), revision)
-    return run_check(conflist, bin_dir, pod_cidrs, state_dir, revision=revision, prefix=prefix)
+    return run_check(
+        conflist, bin_dir, pod_cidrs, state_dir, revision=revision, prefix=prefix, skip_check=skip_check or ()
+    )

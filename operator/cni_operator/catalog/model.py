@@ -42,6 +42,15 @@ class Component(_Strict):
     scope: ComponentScope
 
 
+class SkipCheck(_Strict):
+    """A plugin of the release whose CNI CHECK is known broken upstream: the node agent's datapath check still runs
+    ADD, DEL and the ping through it, but does not call its CHECK (the rest of the chain is still checked)."""
+
+    plugin: str = Field(description="the plugin type in the conflist, e.g. bandwidth")
+    reason: str = Field(description="what goes wrong, as seen")
+    source: str = Field(description="the upstream issue or fix that documents it")
+
+
 class CniFacts(_Strict):
     binaries: list[str] = Field(description="binaries the plugin installs into the node's CNI bin dir")
     conflist_name: str = Field(
@@ -49,6 +58,18 @@ class CniFacts(_Strict):
     )
     cni_version: str = Field(alias="cniVersion", description="the cniVersion the conflist declares")
     spec_versions: list[str] = Field(alias="specVersions", description="CNI spec versions the plugin's binaries accept")
+    skip_check: list[SkipCheck] = Field(
+        default_factory=list,
+        alias="skipCheck",
+        description="plugins whose CHECK this release's binaries get wrong; the agent's gate does not call it",
+    )
+
+    @model_validator(mode="after")
+    def _skipped_plugins_are_installed(self) -> CniFacts:
+        unknown = [s.plugin for s in self.skip_check if s.plugin not in self.binaries]
+        if unknown:
+            raise ValueError(f"skipCheck names {', '.join(unknown)}, not among the release's binaries")
+        return self
 
 
 class Compatibility(_Strict):

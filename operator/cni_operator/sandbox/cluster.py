@@ -32,6 +32,8 @@ from cni_operator.sandbox import pki
 from cni_operator.sandbox.binaries import control_plane_bin_dir
 from cni_operator.sandbox.errors import SandboxError
 from cni_operator.sandbox.nodes import FakeNode, fake_nodes
+from cni_operator.sandbox.realnode import DEFAULT_SUBNET, RealNode, RealNodes, running_real_processes
+from cni_operator.sandbox.realnode import teardown as teardown_real_nodes
 
 STATE_FILE = "state.json"
 _START_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
@@ -68,6 +70,9 @@ class SandboxConfig:
     quiet_build: bool = False
     startup_timeout: float = 120.0
     extra_apiserver_flags: Sequence[str] = field(default_factory=tuple)
+    # Real kubelets on real containerd, next to the fake nodes (realnode.py); their addresses come from this subnet.
+    real_nodes: Sequence[RealNode] = ()
+    real_node_subnet: str = DEFAULT_SUBNET
 
 
 class Sandbox:
@@ -82,6 +87,9 @@ class Sandbox:
         self.ports: dict[str, int] = {}
         self.bin_dir = Path()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._ca: pki.CertificateAuthority | None = None
+        self.real: RealNodes | None = None
+        self.timings: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -101,27 +109,50 @@ class Sandbox:
         for sub in (self.pki_dir, self.log_dir, self.dir / "etcd"):
             shutil.rmtree(sub, ignore_errors=True)
             sub.mkdir(parents=True)
+        started = time.monotonic()
         try:
             self._start_all(bin_dir)
+            self.timings["control-plane"] = time.monotonic() - started
             create_nodes(self.api_client(), self.config.nodes)
-            self._wait(self._nodes_ready, "the fake nodes to become Ready", "kwok")
+            if self.config.real_nodes:
+                self._start_real_nodes()
+            self._wait(self._nodes_ready, "the nodes to become Ready", "kwok")
+            self.timings["ready"] = time.monotonic() - started
         except BaseException:
             self.stop()
             raise
 
+    def _start_real_nodes(self) -> None:
+        from kubernetes import client
+
+        assert self._ca is not None
+        core: Any = client.CoreV1Api(self.api_client())
+        self.real = RealNodes(
+            self.dir,
+            self.config.real_nodes,
+            detached=self.config.detached,
+            subnet=self.config.real_node_subnet,
+            quiet_build=self.config.quiet_build,
+        )
+        self.real.start(self._ca, self.ports["kube-apiserver"], core.create_node)
+        self.timings.update({f"real/{k}": v for k, v in self.real.timings.items()})
+
     def stop(self) -> None:
         """Stop every process this sandbox started, newest first, and wait for each to exit."""
+        left = teardown_real_nodes(self.dir)
         stop_pids({name: proc.pid for name, proc in self._procs.items()})
         for proc in self._procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=1)
         self._procs.clear()
         (self.dir / STATE_FILE).unlink(missing_ok=True)
+        if left:
+            raise SandboxError("the real nodes left behind:\n  " + "\n  ".join(left))
 
     # -- start-up ----------------------------------------------------------------------------------------------
 
     def _start_all(self, bin_dir: Path) -> None:
-        ca = pki.CertificateAuthority(self.pki_dir)
+        ca = self._ca = pki.CertificateAuthority(self.pki_dir)
         serving = ca.issue("apiserver", "kube-apiserver", server=True)
         sa = pki.service_account_keys(self.pki_dir)
         clients = {
@@ -180,6 +211,7 @@ class Sandbox:
                 f"--cert-dir={self.pki_dir / 'apiserver-generated'}",
                 "--profiling=false",
                 "--v=1",
+                *self._kubelet_client_flags(ca),
                 *self.config.extra_apiserver_flags,
             ],
         )
@@ -230,6 +262,21 @@ class Sandbox:
         )
         self._wait(lambda: _http_ok(f"http://127.0.0.1:{self.ports['kwok']}/healthz"), "kwok to report healthy", "kwok")
         self._wait(self._service_accounts_ready, "the default service accounts", "kube-controller-manager")
+
+    def _kubelet_client_flags(self, ca: pki.CertificateAuthority) -> list[str]:
+        """Real kubelets serve on their node address with a certificate from the sandbox CA and accept the API
+        server's client certificate (for logs, exec and port-forward)."""
+        if not self.config.real_nodes:
+            return []
+        client_pair = ca.issue(
+            "apiserver-kubelet-client", "kube-apiserver-kubelet-client", organization="system:masters"
+        )
+        return [
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={client_pair.cert}",
+            f"--kubelet-client-key={client_pair.key}",
+            f"--kubelet-certificate-authority={ca.pair.cert}",
+        ]
 
     def _spawn(self, name: str, bin_dir: Path, args: list[str]) -> None:
         log = (self.log_dir / f"{name}.log").open("ab")
@@ -316,12 +363,25 @@ class Sandbox:
         )
 
     def _nodes_ready(self) -> bool:
-        if not self.config.nodes:
+        if not self.config.nodes and not self.config.real_nodes:
             return True
         from kubernetes import client
 
         core: Any = client.CoreV1Api(self.api_client())
         wanted = {node.name for node in self.config.nodes}
+        # A real node is up once its kubelet reports; it turns Ready only when a CNI config is installed, which is
+        # the operator's job (as with kubeadm: nodes stay NotReady until a network plugin runs).
+        real = {node.name for node in self.config.real_nodes}
+        reporting = {
+            node.metadata.name
+            for node in core.list_node(label_selector=f"{SANDBOX_NODE}=true").items
+            if node.metadata.name in real
+            and node.status.node_info
+            and node.status.node_info.kubelet_version
+            and any(c.type == "Ready" for c in (node.status.conditions or []))
+        }
+        if reporting != real:
+            return False
         ready = {
             node.metadata.name
             for node in core.list_node(label_selector=f"{SANDBOX_NODE}=true").items
@@ -421,9 +481,13 @@ def stop_pids(pids: dict[str, int], timeout: float = 10.0) -> None:
 def stop_state_dir(state_dir: Path) -> list[str]:
     """Stop a sandbox that another process started; returns the names of the processes that were running."""
     alive = running_pids(state_dir)
+    real = running_real_processes(state_dir)
+    left = teardown_real_nodes(state_dir)
     stop_pids(alive)
     (state_dir / STATE_FILE).unlink(missing_ok=True)
-    return sorted(alive)
+    if left:
+        raise SandboxError("the real nodes left behind:\n  " + "\n  ".join(left))
+    return sorted(alive) + real
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,8 +86,10 @@ class CertificateAuthority:
         *,
         organization: str | None = None,
         server: bool = False,
+        hosts: Sequence[str] = (),
     ) -> KeyPair:
-        """Issue a client certificate, or a serving certificate for 127.0.0.1 and localhost."""
+        """Issue a client certificate, or a serving certificate for 127.0.0.1, localhost and the API server's
+        Service names; `hosts` (IP addresses or DNS names) replace those, as a real node's kubelet needs."""
         key = _new_key()
         now = datetime.datetime.now(datetime.UTC)
         usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -102,23 +105,22 @@ class CertificateAuthority:
             .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         )
         if server:
+            names = list(hosts) or ["localhost", "kubernetes", "kubernetes.default.svc", "127.0.0.1", "10.96.0.1"]
             builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
-                    ]
-                ),
-                critical=False,
+                x509.SubjectAlternativeName([_general_name(n) for n in names]), critical=False
             )
         cert = builder.sign(self._key, hashes.SHA256())
         pair = KeyPair(self.directory / f"{name}.crt", self.directory / f"{name}.key")
         pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(key, pair.key)
         return pair
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 def service_account_keys(directory: Path) -> KeyPair:
