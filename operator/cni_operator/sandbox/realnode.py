@@ -688,7 +688,7 @@ def status(state_dir: Path) -> list[dict[str, Any]]:
     """Per real node: name, address, pod CIDR, conf dir, processes' memory and the runtime's loaded CNI config."""
     record = read_record(state_dir)
     rows = []
-    for node in record.get("nodes", []):
+    for node in sorted(record.get("nodes", []), key=lambda n: str(n["name"])):  # the same order every time
         rss = 0
         procs = {k.split("/", 1)[1]: pid for k, pid in record["pids"].items() if k.startswith(node["name"] + "/")}
         alive = {k: _alive(pid) for k, pid in procs.items()}
