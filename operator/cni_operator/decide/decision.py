@@ -76,6 +76,7 @@ class Decision:
     retry_after: float | None = None
     nodes_per_revision: Mapping[str, int] = field(default_factory=dict)  # after the patches, for metrics
     resource_versions: Mapping[ObjectKey, str] = field(default_factory=dict)  # of the objects to apply, as observed
+    listed_kinds: frozenset[tuple[str, str]] = frozenset()  # (apiVersion, kind) the snapshot listed every object of
 
     def summary(self) -> dict[str, Any]:
         """A stable, readable dump of the decision (golden files of `decide`, `cni-operator plan`)."""

@@ -110,11 +110,12 @@ def decide(snapshot: Snapshot, catalog: Catalog, now: float, *, renderer: Render
     after = nodes_after(nodes, plan)
     in_use = revisions_in_use(after, unlabelled_as=target.rendering.revision)
     apply_now, apply_after, delete = objects(snapshot, target, in_use)
-    status = compute_status(snapshot, target, plan, in_use, refusal)
+    skew = proposal_skew(proposal, target)
+    status = compute_status(snapshot, target, plan, in_use, refusal, skew)
     failure = None
     if plan.failed_revision and previous.failed_revision != plan.failed_revision:
         failure = FailureRecord(plan.failed_revision, tuple(status.failed_nodes))
-    events = compute_events(previous, status, target, plan, refusal, proposal_skew(proposal, target))
+    events = compute_events(previous, status, target, plan, refusal, skew)
     retry = RETRY_IN_FLIGHT if plan.in_flight else (RETRY_NOT_READY if status.phase != "Ready" else None)
     drains = tuple(plan.drain)
     return Decision(
@@ -132,6 +133,7 @@ def decide(snapshot: Snapshot, catalog: Catalog, now: float, *, renderer: Render
         retry_after=retry,
         nodes_per_revision=_count_revisions(after),
         resource_versions={o.key: o.resource_version for o in snapshot.objects},
+        listed_kinds=frozenset(snapshot.listed_kinds),
     )
 
 
@@ -509,7 +511,12 @@ def node_daemonsets(rendering: Rendering) -> int:
 
 
 def compute_status(
-    snapshot: Snapshot, target: Target, plan: RolloutPlan, in_use: set[str], refusal: Refusal | None
+    snapshot: Snapshot,
+    target: Target,
+    plan: RolloutPlan,
+    in_use: set[str],
+    refusal: Refusal | None,
+    skew: S.SkewReport,
 ) -> ClusterNetworkStatus:
     network, previous = snapshot.network, snapshot.network.status
     rendering = target.rendering
@@ -521,7 +528,6 @@ def compute_status(
     rendered = {f"{o['apiVersion']}/{o['kind']}" for o in rendering.objects}
     managed = {f"{v}/{k}" for v, k in MANAGED_KINDS}
     kinds = sorted((rendered | set(previous.inventory_kinds)) - managed)
-    skew = target.skew if refusal is None or refusal.skew is None else refusal.skew
     fields = {
         "revision_history": history(previous, target),
         "inventory_kinds": kinds,

@@ -122,17 +122,12 @@ class Reconciler:
                 self.before_apply(obj)
             key = object_key(obj)
             before = decision.resource_versions.get(key)
-            if before is None and not self._kind_listed(obj, decision):
+            if before is None and (obj["apiVersion"], obj["kind"]) not in decision.listed_kinds:
                 before = self._resource_version(obj)
             after = self.applier.apply(obj).metadata.resourceVersion
             if before != after:
                 changed.append(f"{obj['kind']} {obj['metadata']['name']}")
         return changed
-
-    @staticmethod
-    def _kind_listed(obj: dict[str, Any], decision: Decision) -> bool:
-        kinds = listed_kinds(decision.status.inventory_kinds)
-        return (obj["apiVersion"], obj["kind"]) in kinds
 
     def _resource_version(self, obj: dict[str, Any]) -> str | None:
         """For kinds the snapshot did not list (a plugin's own kinds on their first rendering)."""

@@ -380,14 +380,7 @@ def _advance(
     if move.phase is Phase.DRAINING and not node.ready and not move.rollback:
         # Its own CNI still runs (the label did not change), so the NotReady is not the target's doing; pods on a
         # NotReady node cannot confirm their eviction. Let it go; it is skipped until Ready, then starts again.
-        plan.patches.append(
-            NodePatch(
-                node.name,
-                clear_move=True,
-                unschedulable=False if move.cordoned else None,
-                why="NotReady while draining: released before its switch",
-            )
-        )
+        plan.patches.append(_release(node.name, move, "NotReady while draining: released before its switch"))
         finished.add(node.name)
         return
     if move.phase is Phase.DRAINING and move.to != settings.target and not move.rollback:
@@ -426,14 +419,7 @@ def _advance(
     if healthy and settings.require_datapath and health.datapath is False:
         healthy = False
     if healthy:
-        plan.patches.append(
-            NodePatch(
-                node.name,
-                clear_move=True,
-                unschedulable=False if move.cordoned else None,
-                why=f"healthy on revision {move.to}",
-            )
-        )
+        plan.patches.append(_release(node.name, move, f"healthy on revision {move.to}"))
         finished.add(node.name)
         return
     if move.rollback:
@@ -477,14 +463,7 @@ def _roll_back(nodes: Iterable[NodeView], finished: set[str], plan: RolloutPlan,
         plan.patches = [p for p in plan.patches if p.node != node.name]
         if node.revision == move.source:  # still draining: the label never changed
             plan.drain = [n for n in plan.drain if n != node.name]
-            plan.patches.append(
-                NodePatch(
-                    node.name,
-                    clear_move=True,
-                    unschedulable=False if move.cordoned else None,
-                    why="rollback: released before its switch",
-                )
-            )
+            plan.patches.append(_release(node.name, move, "rollback: released before its switch"))
             finished.add(node.name)
         else:
             plan.patches.append(
@@ -495,6 +474,11 @@ def _roll_back(nodes: Iterable[NodeView], finished: set[str], plan: RolloutPlan,
                     why=f"rolling back to revision {move.source}",
                 )
             )
+
+
+def _release(node: str, move: Move, why: str) -> NodePatch:
+    """The end of a move: the annotation cleared, and the node uncordoned if the operator cordoned it."""
+    return NodePatch(node, clear_move=True, unschedulable=False if move.cordoned else None, why=why)
 
 
 def _start(node: NodeView, settings: RolloutSettings, now: float) -> NodePatch:
